@@ -1,0 +1,38 @@
+"""``flash``: the command line. Commands are thin; each lives beside the code it drives and is
+imported only when it runs, so ``flash --help`` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from . import __version__
+
+# command name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {
+    "build": "flash_runtime.pack.cli:build_command",
+    "init": "flash_runtime.pack.cli:init_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flash")
+def main() -> None:
+    """Build, deploy and run Runpod Flash apps."""

@@ -1,0 +1,32 @@
+"""The exceptions flash_runtime raises. Each message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class FlashError(Exception):
+    """Base class of every error flash_runtime raises on purpose."""
+
+
+class ConfigurationError(FlashError, ValueError):
+    """An ``Endpoint`` (or a project) is configured in a way Flash cannot deploy."""
+
+
+class ManifestError(FlashError):
+    """``flash_manifest.json`` is missing, malformed, or does not match this worker."""
+
+
+class ArtifactError(FlashError):
+    """The build artifact cannot be used: unreadable, hostile, too large, wrong Python."""
+
+
+class RemoteCallError(FlashError):
+    """A call to a function that lives on another endpoint failed.
+
+    ``endpoint`` names the target resource; ``cause`` is a short machine-readable reason
+    (``not_deployed``, ``unauthorized``, ``timeout``, ``remote_error``, ``unavailable``).
+    """
+
+    def __init__(self, endpoint: str, cause: str, message: str) -> None:
+        super().__init__(f"call to endpoint {endpoint!r} failed ({cause}): {message}")
+        self.endpoint = endpoint
+        self.cause = cause

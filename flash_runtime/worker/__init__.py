@@ -1,0 +1,1 @@
+"""Image-side code: everything that runs inside a worker."""

@@ -1,0 +1,145 @@
+"""Turning request data into a user function's keyword arguments, checked against its type hints.
+
+Each function gets one ``ArgSpec``, compiled once at start-up: a msgspec Struct type built from
+the signature, so a JSON body is decoded and validated in a single C pass and a wrong value is
+reported with the field's path. Hints msgspec cannot check (a user's own class, say) fall back to
+"anything", so a worker never refuses to start because of an exotic annotation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+_SKIP = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+class InvalidArguments(Exception):
+    """The input does not fit the function's signature. ``field`` names the culprit if known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": "InvalidArguments", "message": self.message, "field": self.field}
+
+
+def _field_of(err: msgspec.ValidationError) -> str | None:
+    # msgspec reports "... - at `$.a.b[0]`" or "Object missing required field `x`".
+    text = str(err)
+    if "- at `$." in text:
+        path = text.rsplit("- at `$.", 1)[1].rstrip("`")
+        return path.split(".", 1)[0].split("[", 1)[0]
+    if "missing required field `" in text:
+        return text.split("missing required field `", 1)[1].split("`", 1)[0]
+    return None
+
+
+def _checkable(hint: Any) -> bool:
+    """Whether msgspec can check values of ``hint`` (no user classes anywhere inside it)."""
+    import msgspec.inspect as mi
+
+    try:
+        root = mi.type_info(hint)
+    except (TypeError, ValueError):
+        return False
+    seen: set[int] = set()
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, mi.CustomType):
+            return False
+        if isinstance(node, msgspec.Struct):  # every msgspec.inspect node is a Struct
+            stack.extend(getattr(node, name) for name in node.__struct_fields__)
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+    return True
+
+
+class ArgSpec:
+    """The keyword arguments a function takes, as a msgspec type."""
+
+    def __init__(self, func: Callable[..., Any], *, skip_first: bool = False) -> None:
+        self.func_name = getattr(func, "__qualname__", repr(func))
+        signature = inspect.signature(func)
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception:  # unresolvable forward references: check nothing, accept anything
+            hints = {}
+        params = list(signature.parameters.values())
+        if skip_first and params:
+            params = params[1:]
+        self.accepts_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
+        names = []
+        for p in params:
+            if p.kind in _SKIP:
+                continue
+            hint = hints.get(p.name, Any)
+            if not _checkable(hint):
+                hint = Any
+            names.append(p.name)
+            if p.default is inspect.Parameter.empty:
+                fields.append((p.name, hint))
+            else:
+                # UNSET instead of the real default: the function applies its own default, so
+                # mutable or exotic defaults behave exactly as in a direct call.
+                fields.append((p.name, hint | msgspec.UnsetType, msgspec.UNSET))
+        self.names = tuple(names)
+        self.struct: type[msgspec.Struct] = msgspec.defstruct(
+            f"{func.__name__}_arguments", fields, kw_only=True
+        )
+        self._decoder = msgspec.json.Decoder(self.struct)
+
+    def _kwargs(self, obj: msgspec.Struct) -> dict[str, Any]:
+        return {
+            name: value for name in self.names if (value := getattr(obj, name)) is not msgspec.UNSET
+        }
+
+    def _extras(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.accepts_extra:
+            return {}
+        return {k: v for k, v in data.items() if k not in self.names}
+
+    def from_json(self, body: bytes) -> dict[str, Any]:
+        """Keyword arguments from a JSON object body (empty body: no arguments)."""
+        if not body.strip():
+            return self.from_mapping({})
+        if self.accepts_extra:
+            try:
+                data = msgspec.json.decode(body)
+            except msgspec.DecodeError as err:
+                raise InvalidArguments(f"request body is not valid JSON: {err}") from None
+            if not isinstance(data, dict):
+                raise InvalidArguments(
+                    f"request body must be a JSON object of arguments, got {type(data).__name__}"
+                )
+            return self.from_mapping(data)
+        try:
+            return self._kwargs(self._decoder.decode(body))
+        except msgspec.ValidationError as err:
+            raise InvalidArguments(f"{self.func_name}: {err}", _field_of(err)) from None
+        except msgspec.DecodeError as err:
+            raise InvalidArguments(f"request body is not valid JSON: {err}") from None
+
+    def from_mapping(self, data: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+        """Keyword arguments from already-decoded data.
+
+        ``strict=False`` converts strings (query strings, path segments) to the hinted types.
+        """
+        try:
+            obj = msgspec.convert(data, self.struct, strict=strict)
+        except msgspec.ValidationError as err:
+            raise InvalidArguments(f"{self.func_name}: {err}", _field_of(err)) from None
+        kwargs = self._kwargs(obj)
+        kwargs.update(self._extras(data))
+        return kwargs

@@ -1,0 +1,84 @@
+"""The worker's entry: extract the artifact, read the manifest, load the resource, serve it.
+
+``python -m flash_runtime.bootstrap`` runs :func:`main`. A load-balanced worker starts listening
+before anything else (so ``/ping`` answers 204 while the artifact is extracted and user code is
+imported); a queue-based worker prepares first and then starts taking jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from ..errors import FlashError
+from .config import WorkerConfig
+from .loader import LoadedResource, choose_resource, load_resource, read_manifest
+
+log = logging.getLogger("flash_runtime.worker")
+
+
+def setup_logging(config: WorkerConfig) -> None:
+    logging.basicConfig(
+        level=config.log_level if config.log_level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def prepare(config: WorkerConfig) -> LoadedResource:
+    """Extract (unless disabled or already done), validate the manifest, import user code."""
+    started = time.perf_counter()
+    if not config.disable_unpack:
+        from .extract import ensure_extracted
+
+        extracted = ensure_extracted(config.artifact_path, config.app_dir)
+        log.info(
+            "artifact %s %s into %s",
+            config.artifact_path,
+            "extracted" if extracted else "already extracted",
+            config.app_dir,
+        )
+    manifest = read_manifest(config.app_dir)
+    name = choose_resource(manifest, config)
+    resource = manifest.resource(name)
+    if config.endpoint_type and config.endpoint_type != resource.endpoint_type:
+        raise FlashError(
+            f"FLASH_ENDPOINT_TYPE={config.endpoint_type} but resource {name!r} is "
+            f"{'load-balanced' if resource.is_load_balanced else 'queue-based'} in the manifest"
+        )
+    loaded = load_resource(config.app_dir, manifest, name)
+    log.info(
+        "resource %s ready (%s, %d function(s)) in %.3fs (imports %.3fs)",
+        name,
+        resource.endpoint_type,
+        len(loaded.functions),
+        time.perf_counter() - started,
+        loaded.import_seconds,
+    )
+    return loaded
+
+
+def main() -> int:
+    try:
+        config = WorkerConfig.from_env()
+    except FlashError as err:
+        print(f"flash worker: {err}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    try:
+        if config.endpoint_type == "lb":
+            from .lb import serve as serve_lb
+
+            return serve_lb(config, lambda: prepare(config))
+        loaded = prepare(config)
+        if loaded.endpoint_type == "lb":
+            from .lb import serve as serve_lb
+
+            return serve_lb(config, lambda: loaded)
+        from .queue import serve as serve_queue
+
+        return serve_queue(config, loaded)
+    except FlashError as err:
+        log.error("worker cannot start: %s", err)
+        return 1

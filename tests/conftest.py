@@ -1,0 +1,122 @@
+"""Shared test helpers: build fixture apps into real artifacts and run real worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+APPS = Path(__file__).parent / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_flash_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never touch the developer's ~/.flash; share one dependency cache per test session."""
+    monkeypatch.setenv("FLASH_HOME", str(tmp_path_factory.getbasetemp() / "flash_home"))
+    monkeypatch.delenv("FLASH_RESOURCE_NAME", raising=False)
+
+
+def build_app(name: str, dest: Path) -> Path:
+    """Copy fixture app ``tests/apps/<name>`` to ``dest`` and build it (no dependencies).
+
+    Returns the artifact path.
+    """
+    from flash_runtime.pack import build
+
+    project = dest / name
+    if not project.exists():
+        shutil.copytree(
+            APPS / name, project, ignore=shutil.ignore_patterns(".flash", "__pycache__")
+        )
+    result = build(project, skip_deps=True)
+    return result.artifact
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``python -m flash_runtime.bootstrap`` process."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    port: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_exit(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_worker(
+    artifact: Path,
+    app_dir: Path,
+    resource: str | None,
+    *,
+    port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> WorkerProcess:
+    """Start the bootstrap on ``artifact`` with the environment a Runpod worker gets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+    env.update(
+        FLASH_BUILD_ARTIFACT_PATH=str(artifact),
+        FLASH_APP_DIR=str(app_dir),
+        FLASH_HOME=os.environ["FLASH_HOME"],
+        PYTHONUNBUFFERED="1",
+    )
+    if resource:
+        env["FLASH_RESOURCE_NAME"] = resource
+    if port is not None:
+        env["PORT"] = str(port)
+        env["FLASH_HOST"] = "127.0.0.1"
+    env.update(extra_env or {})
+    log_path = app_dir.parent / f"worker-{resource}-{time.monotonic_ns()}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flash_runtime.bootstrap"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    log_file.close()
+    return WorkerProcess(proc, log_path, port)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Collects started workers and stops every one at the end of the test."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()
