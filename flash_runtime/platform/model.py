@@ -1,0 +1,54 @@
+"""What the control plane hands to the runtime: one endpoint to run, and the runtime's interface.
+
+The control plane (GraphQL: apps, environments, builds, endpoints) decides *what* runs; the
+runtime (jobs, workers, autoscaler, load balancers) makes it run. This module is the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One endpoint as the runtime must run it."""
+
+    id: str  # Runpod-style endpoint id, e.g. "k3j9x0a1b2c3d4"
+    name: str  # display name ("lb_worker", "live-lb_worker", ...)
+    resource_name: str  # the manifest resource its workers serve (FLASH_RESOURCE_NAME)
+    type: Literal["qb", "lb"]
+    app_id: str
+    environment_id: str
+    build_id: str
+    artifact_path: Path  # the build's tarball on this machine
+    python_version: str = ""
+    workers_min: int = 0
+    workers_max: int = 1
+    idle_timeout: int = 60  # seconds an idle worker is kept
+    scaler_type: Literal["QUEUE_DELAY", "REQUEST_COUNT"] = "QUEUE_DELAY"
+    scaler_value: int = 4
+    execution_timeout_ms: int = 0  # 0: no limit
+    max_concurrency: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # extra worker environment
+
+
+class Runtime(Protocol):
+    """Runs endpoints. Implemented by the platform's supervisor."""
+
+    async def apply(self, spec: EndpointSpec) -> str:
+        """Create or update an endpoint; returns its URL.
+
+        Idempotent. A spec whose build changed rolls the endpoint's workers onto the new
+        artifact without dropping accepted jobs or in-flight requests.
+        """
+        ...
+
+    async def remove(self, endpoint_id: str) -> None:
+        """Stop an endpoint's workers and forget it (its queued jobs are cancelled)."""
+        ...
+
+    def url_of(self, endpoint_id: str) -> str | None:
+        """The URL of a running endpoint (QB: ``{base}/v2/{id}``; LB: its own base URL)."""
+        ...
