@@ -19,8 +19,12 @@ MANIFEST_NAME = "flash_manifest.json"
 SUPPORTED_VERSIONS = ("1.0",)
 
 
-class _Node(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
-    """A manifest object that remembers the keys it does not declare (in ``extra``)."""
+class _Node(msgspec.Struct, kw_only=True, dict=True):
+    """A manifest object that remembers the keys it does not declare (in ``extra``).
+
+    Dumps write every declared key with a value, defaults included (as runpod-flash does), and
+    leave out keys whose value is None.
+    """
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -182,7 +186,7 @@ def to_builtins(manifest: Manifest) -> dict[str, Any]:
 
     def merge(node: _Node) -> dict[str, Any]:
         out: dict[str, Any] = dict(node.extra)
-        out.update(msgspec.to_builtins(node))
+        out.update((k, v) for k, v in msgspec.to_builtins(node).items() if v is not None)
         return out
 
     out = merge(manifest)

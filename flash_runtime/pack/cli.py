@@ -1,0 +1,119 @@
+"""The packer's commands: ``flash build`` and ``flash init`` (and ``python -m flash_runtime.pack``).
+
+Both are plain ``click.Command`` objects that the ``flash`` group mounts. Expected failures
+(FlashError) print their message in red without a traceback and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import FlashError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(err: FlashError) -> None:
+    from rich.text import Text
+
+    _console(stderr=True).print(Text(f"Error: {err}", style="red"), soft_wrap=True)
+    sys.exit(1)
+
+
+@click.command("build")
+@click.argument(
+    "project_dir", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="PKG[,PKG...]",
+    help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
+)
+@click.option(
+    "--no-deps", is_flag=True, help="Install the listed requirements without their dependencies."
+)
+@click.option(
+    "--skip-deps", is_flag=True, help="Install no dependencies at all (code-only artifact)."
+)
+@click.option(
+    "--python-version",
+    metavar="X.Y",
+    help="Python version of the worker image (3.11-3.13); default: this interpreter's.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the artifact (default: .flash/artifact.tar.gz).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def build_command(
+    project_dir: Path,
+    exclude: tuple[str, ...],
+    no_deps: bool,
+    skip_deps: bool,
+    python_version: str | None,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    """Package the project into .flash/artifact.tar.gz and write its manifest.
+
+    Finds every @Endpoint, installs requirements.txt and the endpoints' dependencies for Linux
+    x86_64 (cached), and writes a deterministic tarball.
+    """
+    from .builder import build
+
+    try:
+        result = build(
+            project_dir,
+            output=output,
+            exclude=exclude,
+            no_deps=no_deps,
+            skip_deps=skip_deps,
+            python_version=python_version,
+            console=None if as_json else _console(),
+        )
+    except FlashError as err:
+        _fail(err)
+        return
+    if as_json:
+        click.echo(json.dumps(result.summary(), indent=2))
+
+
+@click.command("init")
+@click.argument("name", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Write into an existing, non-empty directory.")
+def init_command(name: Path, force: bool) -> None:
+    """Create a new Flash project NAME from the template (use . for the current directory)."""
+    from rich.markup import escape
+
+    from .scaffold import TEMPLATE_FILES, init_project
+
+    try:
+        target = init_project(name, force=force)
+    except FlashError as err:
+        _fail(err)
+        return
+    console = _console()
+    console.print(f"[green]✓[/green] Created {escape(target.name)} in {escape(str(target))}")
+    for file in TEMPLATE_FILES:
+        console.print(f"  {escape(file)}")
+    shown = "." if target == Path.cwd().resolve() else str(name)
+    console.print("\nNext:")
+    if shown != ".":
+        console.print(f"  cd {escape(shown)}")
+    console.print("  flash build     [dim]# package it into .flash/artifact.tar.gz[/dim]")
+    console.print("  flash deploy    [dim]# build, upload and start the endpoints[/dim]")

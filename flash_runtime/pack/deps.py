@@ -1,0 +1,500 @@
+"""Dependencies: merge the requirements, install them flat for the workers' platform, cache them.
+
+* **What**: the project's ``requirements.txt`` (with its ``-r``/``-c`` includes and index
+  options) plus each endpoint's ``dependencies=[...]``, de-duplicated in that order. Requirements
+  the worker images already provide (:func:`flash_runtime.pack.images.image_provided`) and those
+  named with ``--exclude`` are left out.
+* **How**: ``uv pip install --target`` (uv is a dependency of ours, so it is always there; pip is
+  the fallback, and ``FLASH_INSTALLER=uv|pip`` forces one) for Linux x86_64 manylinux wheels and
+  the target Python version, binary wheels only (a source build on the developer's machine
+  would produce code for the wrong platform). Left-out packages are also kept out of the
+  resolution (uv ``--excludes``), so excluding ``torch`` does not download it through a package
+  that depends on it; whatever an installer brings in anyway (pip has no such option) is removed
+  afterwards, file by file from its ``RECORD``. Console scripts (``bin/``) are dropped: their
+  shebangs name the build machine's interpreter.
+* **Cache**: one entry per (requirements, Python version, platform, ``--no-deps``, left-out
+  set) under ``$FLASH_HOME/cache/deps/<key>``. It keeps the installed tree already written as the
+  dependency part of the artifact (:mod:`.tarball`) plus a ``meta.json`` listing the packages and
+  their sizes; a build whose requirements did not change installs and compresses nothing.
+  Requirements are not re-resolved on a hit: delete the entry (or change the pin) to pick up a
+  newer release of an unpinned requirement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import tarball
+from .discover import Discovered
+from .errors import BuildError
+from .images import PIP_PLATFORMS, UV_PLATFORM, normalize, requirement_name
+
+CACHE_FORMAT = 2
+_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$")
+_FIND_LINKS = re.compile(r"^(-f|--find-links)(?:\s+|=)(.+)$")
+
+
+def flash_home() -> Path:
+    return Path(os.environ.get("FLASH_HOME") or Path.home() / ".flash").expanduser()
+
+
+def cache_root() -> Path:
+    return flash_home() / "cache" / "deps"
+
+
+@dataclass
+class Requirements:
+    """The merged requirement list and where each requirement came from."""
+
+    install: list[str] = field(default_factory=list)  # requirement and option lines, in order
+    sources: dict[str, str] = field(default_factory=dict)  # requirement -> where declared
+    left_out: dict[str, str] = field(default_factory=dict)  # requirement -> why not installed
+
+    @property
+    def requirements(self) -> list[str]:
+        """The requirement lines to install (options such as --index-url left out)."""
+        return [line for line in self.install if not line.startswith("-")]
+
+    def text(self, project_name: str, *, installed: bool = True) -> str:
+        """The ``requirements.txt`` shipped in the artifact."""
+        where = "installed in this directory" if installed else "NOT installed (--skip-deps)"
+        lines = [
+            f"# {project_name}: requirements merged by flash build from requirements.txt and",
+            f"# each endpoint's dependencies; {where}.",
+            *self.install,
+        ]
+        if self.left_out:
+            lines.append("# Not bundled:")
+            lines += [f"#   {req}: {why}" for req, why in self.left_out.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _logical_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """Lines of a requirements file with comments stripped and continuations joined."""
+    pending, start = "", 0
+    text = path.read_text(encoding="utf-8")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        if line:
+            yield start, line
+    if pending.strip():
+        yield start, pending.strip()
+
+
+def _read_requirements(
+    path: Path, project_dir: Path, out: list[tuple[str, str]], seen: set[Path]
+) -> None:
+    path = path.resolve()
+    if path in seen:
+        return
+    seen.add(path)
+    try:
+        rel = path.relative_to(project_dir).as_posix()
+    except ValueError:
+        rel = str(path)
+    try:
+        lines = list(_logical_lines(path))
+    except OSError as err:
+        raise BuildError(f"{rel}: cannot read requirements ({err.strerror})") from None
+    for number, line in lines:
+        include = _INCLUDE.match(line)
+        if include:
+            flag, target = include.group(1), include.group(2).strip()
+            target_path = (path.parent / target).resolve()
+            if flag in ("-r", "--requirement"):
+                if not target_path.is_file():
+                    raise BuildError(f"{rel}:{number}: includes {target}, which does not exist")
+                _read_requirements(target_path, project_dir, out, seen)
+            else:
+                out.append((f"-c {target_path}", f"{rel}:{number}"))
+            continue
+        links = _FIND_LINKS.match(line)
+        if links and "://" not in links.group(2):  # a local directory: relative to this file
+            line = f"--find-links {(path.parent / links.group(2).strip()).resolve()}"
+        out.append((re.sub(r"\s+", " ", line), f"{rel}:{number}"))
+
+
+def merge_requirements(
+    project_dir: Path, endpoints: list[Discovered], left_out: Mapping[str, str]
+) -> Requirements:
+    """requirements.txt plus every endpoint's ``dependencies``, minus ``left_out`` names."""
+    declared: list[tuple[str, str]] = []
+    req_file = project_dir / "requirements.txt"
+    if req_file.is_file():
+        _read_requirements(req_file, project_dir.resolve(), declared, set())
+    for ep in sorted(endpoints, key=lambda e: e.name):
+        for dep in ep.dependencies:
+            declared.append(
+                (re.sub(r"\s+", " ", dep.strip()), f"endpoint {ep.name!r} ({ep.where})")
+            )
+    merged = Requirements()
+    for line, source in declared:
+        if line in merged.sources or line in merged.left_out:
+            continue
+        name = requirement_name(line) if not line.startswith("-") else None
+        if name is not None and name in left_out:
+            merged.left_out[line] = left_out[name]
+            continue
+        merged.sources[line] = source
+        merged.install.append(line)
+    return merged
+
+
+@dataclass
+class Package:
+    name: str
+    version: str
+    size: int  # installed bytes
+
+
+@dataclass
+class Installed:
+    """An installed dependency set, as the cache holds it."""
+
+    key: str
+    segment: Path  # the dependency part of the artifact (one gzip member)
+    tar_length: int  # its uncompressed length
+    packages: list[Package]
+    size: int  # installed bytes, all files
+    files: int
+    top_level: list[str]
+    installer: str
+    pruned: list[str]
+    cached: bool
+    seconds: float = 0.0
+
+    @property
+    def mtime(self) -> int:
+        return deps_mtime(self.key)
+
+
+def deps_mtime(key: str) -> int:
+    """The dependency entries' mtime: fixed per dependency set (see :mod:`.tarball`)."""
+    base = 1577836800  # 2020-01-01T00:00:00Z
+    return base + int(key[:8], 16) % (5 * 365 * 86400)
+
+
+def cache_key(
+    reqs: Requirements, *, python_version: str, no_deps: bool, left_out: Iterable[str]
+) -> str:
+    material = {
+        "format": CACHE_FORMAT,
+        "install": reqs.install,
+        "python": python_version,
+        "platform": UV_PLATFORM,
+        "no_deps": no_deps,
+        "left_out": sorted(set(left_out)),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+Progress = Callable[[str], None]
+
+
+def install(
+    reqs: Requirements,
+    *,
+    python_version: str,
+    no_deps: bool,
+    left_out: Mapping[str, str],
+    progress: Progress | None = None,
+) -> Installed | None:
+    """The installed dependencies for ``reqs``, from the cache or installed now.
+
+    None when there is nothing to install. Raises BuildError with the installer's own message
+    when resolution or installation fails.
+    """
+    if not reqs.requirements:
+        return None
+    started = time.perf_counter()
+    key = cache_key(reqs, python_version=python_version, no_deps=no_deps, left_out=left_out)
+    entry = cache_root() / key
+    meta_path = entry / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if (entry / "deps.tar.gz").is_file():
+                return _from_meta(entry, meta, cached=True, seconds=time.perf_counter() - started)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged entry: install again over it
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    work = entry.parent / f"{key}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        site = work / "site"
+        site.mkdir(parents=True)
+        installer = _run_installer(
+            reqs,
+            work,
+            site,
+            python_version=python_version,
+            no_deps=no_deps,
+            left_out=left_out,
+            progress=progress,
+        )
+        if progress:
+            progress("packing the dependencies")
+        meta = _finish(site, work, key, installer, left_out)
+        meta["requirements"] = reqs.install
+        meta["python_version"] = python_version
+        meta["platform"] = UV_PLATFORM
+        meta["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        shutil.rmtree(site)
+        (work / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if entry.exists():  # damaged, or another build finished the same set first
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(work, entry)
+        except OSError:
+            if not (entry / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _from_meta(entry, meta, cached=False, seconds=time.perf_counter() - started)
+
+
+def _from_meta(entry: Path, meta: dict[str, Any], *, cached: bool, seconds: float) -> Installed:
+    return Installed(
+        key=meta["key"],
+        segment=entry / "deps.tar.gz",
+        tar_length=meta["tar_length"],
+        packages=[Package(p["name"], p["version"], p["size"]) for p in meta["packages"]],
+        size=meta["size"],
+        files=meta["files"],
+        top_level=meta["top_level"],
+        installer=meta["installer"],
+        pruned=meta["pruned"],
+        cached=cached,
+        seconds=seconds,
+    )
+
+
+def _find_uv() -> str | None:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def _have_pip() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pip") is not None
+
+
+def _uv_supports_excludes(uv: str) -> bool:
+    try:
+        out = subprocess.run(
+            [uv, "pip", "install", "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--excludes" in out
+
+
+def _installer_command(
+    work: Path, site: Path, *, python_version: str, no_deps: bool, left_out: Iterable[str]
+) -> tuple[str, list[str]]:
+    choice = os.environ.get("FLASH_INSTALLER", "").strip().lower()
+    if choice not in ("", "uv", "pip"):
+        raise BuildError(f"FLASH_INSTALLER={choice!r}: use 'uv' or 'pip'")
+    uv = _find_uv() if choice in ("", "uv") else None
+    req_file = work / "requirements.in"
+    if uv:
+        cmd = [
+            uv, "pip", "install", "--target", str(site), "--python", sys.executable,
+            "--python-version", python_version, "--python-platform", UV_PLATFORM,
+            "--only-binary", ":all:", "-r", str(req_file),
+        ]  # fmt: skip
+        if _uv_supports_excludes(uv):
+            excludes = work / "excludes.txt"
+            excludes.write_text("".join(f"{name}\n" for name in sorted(left_out)), encoding="utf-8")
+            cmd += ["--excludes", str(excludes)]
+        if no_deps:
+            cmd.append("--no-deps")
+        return "uv", cmd
+    if choice == "uv":
+        raise BuildError("FLASH_INSTALLER=uv but uv is not installed (pip install uv)")
+    if not _have_pip():
+        raise BuildError(
+            "Neither uv nor pip is available to install dependencies; install uv "
+            "(pip install uv) or pip (python -m ensurepip)"
+        )
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--target", str(site),
+        "--python-version", python_version, "--implementation", "cp",
+        "--only-binary=:all:", "--no-compile", "--disable-pip-version-check", "--no-input",
+        "--progress-bar", "off", "-r", str(req_file),
+    ]  # fmt: skip
+    for platform in PIP_PLATFORMS:
+        cmd += ["--platform", platform]
+    if no_deps:
+        cmd.append("--no-deps")
+    return "pip", cmd
+
+
+def _run_installer(
+    reqs: Requirements,
+    work: Path,
+    site: Path,
+    *,
+    python_version: str,
+    no_deps: bool,
+    left_out: Mapping[str, str],
+    progress: Progress | None,
+) -> str:
+    (work / "requirements.in").write_text("\n".join(reqs.install) + "\n", encoding="utf-8")
+    name, cmd = _installer_command(
+        work, site, python_version=python_version, no_deps=no_deps, left_out=left_out
+    )
+    env = dict(os.environ)
+    env.pop("PIP_USER", None)  # --user and --target are exclusive
+    env.pop("VIRTUAL_ENV", None)
+    output: list[str] = []
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env, cwd=work, text=True, errors="replace",
+        )  # fmt: skip
+    except OSError as err:
+        raise BuildError(f"Cannot run {name} to install dependencies: {err}") from None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        output.append(line)
+        if progress and line.strip():
+            progress(f"{name}: {line.strip()}")
+    code = proc.wait()
+    if code != 0:
+        tail = "\n".join(f"  {line}" for line in output[-40:] if line.strip())
+        listed = ", ".join(reqs.requirements)
+        raise BuildError(
+            f"Installing dependencies with {name} failed (exit code {code}):\n{tail}\n"
+            f"Requirements: {listed}\n"
+            f"Check the names and versions in requirements.txt and dependencies=[...]. Packages "
+            f"must publish wheels for Linux x86_64 (manylinux) and Python {python_version}; "
+            "leave out a package the worker image already has with --exclude."
+        )
+    return name
+
+
+def _dist_name(dist_info: Path) -> str:
+    try:
+        for line in (
+            (dist_info / "METADATA").read_text(encoding="utf-8", errors="replace").splitlines()
+        ):
+            if line.lower().startswith("name:"):
+                return line.split(":", 1)[1].strip()
+            if not line:
+                break
+    except OSError:
+        pass
+    return dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
+
+
+def _dist_version(dist_info: Path) -> str:
+    stem = dist_info.name.removesuffix(".dist-info")
+    return stem.rsplit("-", 1)[1] if "-" in stem else ""
+
+
+def _record_files(site: Path, dist_info: Path) -> list[Path]:
+    files = []
+    try:
+        text = (dist_info / "RECORD").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return [p for p in dist_info.rglob("*") if p.is_file()]
+    for row in text.splitlines():
+        rel = row.rsplit(",", 2)[0].strip('"') if row.count(",") >= 2 else row.split(",")[0]
+        if not rel:
+            continue
+        path = (site / rel).resolve()
+        if path.is_relative_to(site) and path.is_file():
+            files.append(path)
+    return files
+
+
+def _finish(
+    site: Path, work: Path, key: str, installer: str, left_out: Mapping[str, str]
+) -> dict[str, Any]:
+    """Prune left-out packages and scripts, measure, and write the dependency segment."""
+    site = site.resolve()
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    (site / ".lock").unlink(missing_ok=True)  # uv's lock file for the target directory
+    for cache in site.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+    pruned = []
+    for dist_info in sorted(site.glob("*.dist-info")):
+        name = _dist_name(dist_info)
+        if normalize(name) not in left_out:
+            continue
+        for path in _record_files(site, dist_info):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(dist_info, ignore_errors=True)
+        pruned.append(normalize(name))
+    for directory in sorted(
+        (p for p in site.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+    ):
+        try:
+            directory.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+    claimed: dict[Path, str] = {}
+    packages = []
+    for dist_info in sorted(site.glob("*.dist-info")):
+        name = _dist_name(dist_info)
+        files = _record_files(site, dist_info)
+        size = 0
+        for path in files:
+            claimed[path] = name
+            size += path.stat().st_size
+        packages.append(Package(name, _dist_version(dist_info), size))
+    entries = []
+    total = 0
+    for path in site.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        st = path.stat()
+        total += st.st_size
+        entries.append(
+            tarball.Entry(
+                path.relative_to(site).as_posix(),
+                path=path,
+                size=st.st_size,
+                executable=bool(st.st_mode & 0o111),
+            )
+        )
+    unclaimed = sum(e.size for e in entries if e.path not in claimed)
+    if unclaimed:
+        packages.append(Package("(files of no package)", "", unclaimed))
+    packages.sort(key=lambda p: (-p.size, p.name))
+    length = tarball.write_segment(
+        work / "deps.tar.gz", tarball.with_directories(entries), deps_mtime(key)
+    )
+    return {
+        "key": key,
+        "installer": installer,
+        "packages": [{"name": p.name, "version": p.version, "size": p.size} for p in packages],
+        "size": total,
+        "files": len(entries),
+        "tar_length": length,
+        "top_level": sorted({e.name.split("/")[0] for e in entries}),
+        "pruned": sorted(pruned),
+    }

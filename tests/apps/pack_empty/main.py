@@ -1,0 +1,5 @@
+"""A project with code but no endpoints."""
+
+
+def hello() -> str:
+    return "hello"
