@@ -12,6 +12,7 @@ import sys
 import time
 
 from ..errors import FlashError
+from ..manifest import Manifest
 from .config import WorkerConfig
 from .loader import LoadedResource, choose_resource, load_resource, read_manifest
 
@@ -26,9 +27,8 @@ def setup_logging(config: WorkerConfig) -> None:
     )
 
 
-def prepare(config: WorkerConfig) -> LoadedResource:
-    """Extract (unless disabled or already done), validate the manifest, import user code."""
-    started = time.perf_counter()
+def unpack(config: WorkerConfig) -> tuple[Manifest, str]:
+    """Extract (unless disabled or already done) and pick this worker's resource."""
     if not config.disable_unpack:
         from .extract import ensure_extracted
 
@@ -47,11 +47,16 @@ def prepare(config: WorkerConfig) -> LoadedResource:
             f"FLASH_ENDPOINT_TYPE={config.endpoint_type} but resource {name!r} is "
             f"{'load-balanced' if resource.is_load_balanced else 'queue-based'} in the manifest"
         )
+    return manifest, name
+
+
+def load(config: WorkerConfig, manifest: Manifest, name: str, started: float) -> LoadedResource:
+    """Import the resource's user code (the slow part of a cold start)."""
     loaded = load_resource(config.app_dir, manifest, name)
     log.info(
         "resource %s ready (%s, %d function(s)) in %.3fs (imports %.3fs)",
         name,
-        resource.endpoint_type,
+        loaded.endpoint_type,
         len(loaded.functions),
         time.perf_counter() - started,
         loaded.import_seconds,
@@ -60,6 +65,7 @@ def prepare(config: WorkerConfig) -> LoadedResource:
 
 
 def main() -> int:
+    started = time.perf_counter()
     try:
         config = WorkerConfig.from_env()
     except FlashError as err:
@@ -68,17 +74,18 @@ def main() -> int:
     setup_logging(config)
     try:
         if config.endpoint_type == "lb":
+            # Known to be load-balanced: listen first, so /ping says 204 during extraction too.
             from .lb import serve as serve_lb
 
-            return serve_lb(config, lambda: prepare(config))
-        loaded = prepare(config)
-        if loaded.endpoint_type == "lb":
+            return serve_lb(config, lambda: load(config, *unpack(config), started))
+        manifest, name = unpack(config)
+        if manifest.resource(name).is_load_balanced:
             from .lb import serve as serve_lb
 
-            return serve_lb(config, lambda: loaded)
+            return serve_lb(config, lambda: load(config, manifest, name, started))
         from .queue import serve as serve_queue
 
-        return serve_queue(config, loaded)
+        return serve_queue(config, load(config, manifest, name, started))
     except FlashError as err:
         log.error("worker cannot start: %s", err)
         return 1

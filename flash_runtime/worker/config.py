@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _flag(value: str | None) -> bool:
+def flag(value: str | None) -> bool:
+    """Whether an environment value means yes (1, true, yes, on)."""
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -63,7 +64,7 @@ class WorkerConfig:
         return cls(
             artifact_path=Path(env.get("FLASH_BUILD_ARTIFACT_PATH") or cls.artifact_path),
             app_dir=Path(env.get("FLASH_APP_DIR") or cls.app_dir),
-            disable_unpack=_flag(env.get("FLASH_DISABLE_UNPACK")),
+            disable_unpack=flag(env.get("FLASH_DISABLE_UNPACK")),
             resource_name=env.get("FLASH_RESOURCE_NAME") or None,
             endpoint_type=endpoint_type,
             endpoint_id=env.get("RUNPOD_ENDPOINT_ID") or None,

@@ -1,0 +1,256 @@
+"""The load-balanced worker: listen at once, load user code in a thread, then serve the routes.
+
+Lifecycle, as the platform sees it:
+
+1. ``PORT`` (and ``PORT_HEALTH`` when set and different) is bound before anything slow runs,
+   so the load balancer's health check is answered from the first moment:
+   ``GET /ping`` → 204 while loading, every other request → 503 ``{"error": "Initialising"}``.
+2. ``prepare()`` (extract the artifact, import user code) runs in a thread while the event loop
+   keeps answering. uvicorn serves with uvloop and httptools when they are installed.
+3. Ready: ``GET /ping`` → 200 ``{"status": "healthy"}`` and the routes are served (see
+   :mod:`.router`). ``PORT_HEALTH`` only ever answers ``/ping``.
+4. SIGTERM (or SIGINT): stop accepting connections, finish the requests in flight (streams
+   included), exit 0.
+
+If ``prepare()`` fails, the error is logged and the worker exits 1 so that the platform restarts
+it. Besides :class:`.WorkerConfig`, this reads ``FLASH_MAX_BODY_MB`` (request body limit,
+default 20) and ``FLASH_ACCESS_LOG=1`` (uvicorn's access log; off by default, it costs
+throughput).
+
+Module-level imports are kept to the standard library: uvicorn, Starlette and the router are
+imported only after the port is bound and user code has started loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import FlashError
+from .config import WorkerConfig, flag
+from .loader import LoadedResource
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("flash_runtime.worker.lb")
+
+DEFAULT_MAX_BODY_MB = 20.0
+
+
+def serve(config: WorkerConfig, prepare: Callable[[], LoadedResource]) -> int:
+    """Serve a load-balanced resource until SIGTERM; returns the process exit code."""
+    return LBWorker(config, prepare).run()
+
+
+def max_body_bytes(env: Mapping[str, str]) -> int:
+    """``FLASH_MAX_BODY_MB`` in bytes (fractions allowed, e.g. ``0.5``)."""
+    raw = (env.get("FLASH_MAX_BODY_MB") or "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if megabytes <= 0:
+        raise FlashError(f"FLASH_MAX_BODY_MB={raw!r} must be a positive number of megabytes")
+    return int(megabytes * 1024 * 1024)
+
+
+class Lifecycle:
+    """The ASGI app uvicorn serves: answers by itself while loading, then hands to the router."""
+
+    def __init__(self, health_port: int | None = None) -> None:
+        self.router: ASGIApp | None = None
+        self.health_port = health_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router = self.router
+        if router is not None and not self._on_health_port(scope):
+            await router(scope, receive, send)
+            return
+        await self._answer(scope, receive, send)
+
+    def _on_health_port(self, scope: Scope) -> bool:
+        if self.health_port is None:
+            return False
+        return bool((scope.get("server") or (None, 0))[1] == self.health_port)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """/ping (204 while loading, 200 once ready) and errors for everything else."""
+        from starlette.responses import Response
+
+        from .lb_responses import JSONBytes, encode_json, error_response
+        from .router import HEALTHY, read_headers
+
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1013})
+            return
+        request_id = read_headers(scope)[0]
+        response: Response
+        if scope["path"] == "/ping" and scope["method"] in ("GET", "HEAD"):
+            if self.router is None:
+                response = Response(status_code=204, headers={"x-request-id": request_id})
+            else:
+                response = JSONBytes(encode_json(HEALTHY), request_id)
+        elif self._on_health_port(scope):
+            response = error_response(
+                404,
+                "NotFound",
+                f"the health port {self.health_port} serves only GET /ping",
+                request_id,
+            )
+        else:
+            response = error_response(
+                503,
+                "Initialising",
+                "the worker is initialising (loading user code); retry once GET /ping returns 200",
+                request_id,
+                headers={"retry-after": "1"},
+            )
+        await response(scope, receive, send)
+
+
+class LBWorker:
+    """One load-balanced worker process: sockets, the loading thread and the uvicorn server."""
+
+    def __init__(self, config: WorkerConfig, prepare: Callable[[], LoadedResource]) -> None:
+        self.config = config
+        self._prepare = prepare
+        self.max_body_bytes = max_body_bytes(config.env)
+        self.access_log = flag(config.env.get("FLASH_ACCESS_LOG"))
+        health = config.port_health
+        self.app = Lifecycle(health if health and health != config.port else None)
+        self.exit_code = 0
+        self.ready = threading.Event()
+        self._server: uvicorn.Server | None = None
+        self._stopping = False
+
+    def run(self) -> int:
+        """Bind, start loading, serve until told to stop; returns the exit code."""
+        config = self.config
+        ports = [config.port] + ([self.app.health_port] if self.app.health_port else [])
+        sockets: list[socket.socket] = []
+        try:
+            for port in ports:
+                sockets.append(_listen(config.host, port))
+        except OSError as err:
+            for sock in sockets:
+                sock.close()
+            log.error("cannot listen on %s:%s: %s", config.host, port, err.strerror or err)
+            return 1
+        log.info(
+            "listening on http://%s:%d%s; loading user code",
+            config.host,
+            sockets[0].getsockname()[1],
+            f" (health: {self.app.health_port})" if self.app.health_port else "",
+        )
+        threading.Thread(target=self._load, name="flash-load", daemon=True).start()
+
+        import uvicorn
+
+        from . import router  # noqa: F401 - imported while user code loads, not after
+
+        uvicorn_config = uvicorn.Config(
+            self.app,
+            interface="asgi3",
+            lifespan="off",
+            ws="none",
+            loop="auto",
+            http="auto",
+            log_config=None,
+            log_level="debug" if config.log_level == "DEBUG" else "warning",
+            access_log=self.access_log,
+            proxy_headers=False,  # the platform's load balancer is the only client
+            server_header=False,
+            timeout_graceful_shutdown=None,  # in-flight requests finish, however long
+        )
+        if self.access_log:
+            logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+        server = _server_class()(uvicorn_config)
+        self._server = server
+        if self._stopping:
+            server.should_exit = True
+        try:
+            server.run(sockets=sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+        log.info("stopped (exit code %d)", self.exit_code)
+        return self.exit_code
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does); safe from any thread."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def _load(self) -> None:
+        try:
+            loaded = self._prepare()
+            from .router import Router
+
+            router = Router.for_resource(loaded, max_body_bytes=self.max_body_bytes)
+        except BaseException as err:
+            self.exit_code = 1
+            if isinstance(err, FlashError):
+                log.error("worker cannot start: %s", err, exc_info=err if err.__cause__ else None)
+            else:
+                log.error(
+                    "worker cannot start: loading user code raised %s: %s",
+                    type(err).__name__,
+                    err,
+                    exc_info=err,
+                )
+            self.stop()
+            return
+        self.app.router = router
+        self.ready.set()
+        log.info(
+            "ready: %s serves %s",
+            loaded.name,
+            ", ".join(route.key for route in router.routes),
+        )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _server_class() -> type[uvicorn.Server]:
+    """uvicorn's Server, exiting 0 after a graceful shutdown on SIGTERM.
+
+    (uvicorn re-raises the captured signal once it has shut down, which would end the process
+    "killed by SIGTERM" even though every request finished.)
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            log.info(
+                "shutting down: finishing %d request(s) in flight", len(self.server_state.tasks)
+            )
+            await super().shutdown(sockets)
+
+    return Server
