@@ -1,0 +1,402 @@
+"""The load balancer of one load-balanced endpoint: its own loopback port, routes at the root.
+
+Like ``https://{id}.api.runpod.ai``: every request (any method and path) is checked for the
+API key and passed to the ready worker with the fewest requests in flight; the response, headers
+and body, streams back as the worker produces it (chunked and SSE responses included). A worker
+is ready while its ``/ping`` answers 200; the balancer polls it. With no ready worker a request
+waits (a cold start from zero starts one) up to ``lb_ready_wait_s``, then gets 503 with a JSON
+body that says why.
+
+An aiohttp server rather than a second uvicorn app: one process already runs uvicorn, and an
+aiohttp site on the same event loop costs a socket, not a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from .supervisor import Worker, WorkerState
+
+if TYPE_CHECKING:
+    from .runtime import EndpointState, PlatformRuntime
+
+log = logging.getLogger("flash_runtime.platform")
+
+# Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
+# proxy sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+PING_STARTING_S = 0.2  # ping period while a worker boots: readiness is noticed quickly
+PING_READY_S = 1.0
+PING_TIMEOUT_S = 2.0
+# A ready worker whose /ping fails this long is killed (and replaced, as after a crash).
+UNHEALTHY_KILL_S = 30.0
+CONNECT_RETRIES = 2
+
+
+UNAUTHORIZED = {
+    "error": "unauthorized: send 'Authorization: Bearer <API key>' (`flash platform status` "
+    "shows the key)"
+}
+
+
+class ProxyError(Exception):
+    """No worker could answer: ``status`` and a JSON ``body`` for the caller."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+class Balancer:
+    """Proxy for one load-balanced endpoint."""
+
+    def __init__(self, runtime: PlatformRuntime, ep: EndpointState) -> None:
+        self.runtime = runtime
+        self.ep = ep
+        self.port: int | None = None
+        self.closing = False
+        self._runner: web.AppRunner | None = None
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._picks = itertools.count()
+        self._last_pick: dict[str, int] = {}
+
+    async def start(self, port: int) -> None:
+        """Listen on ``port`` (loopback)."""
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.runtime.config.host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = port
+        log.info("endpoint %s balancer on port %s", self.ep.id, port)
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def watch(self, worker: Worker) -> None:
+        """Poll a new worker's ``/ping`` for as long as it lives."""
+        self._watchers[worker.id] = asyncio.create_task(
+            self._ping_loop(worker), name=f"ping-{worker.id}"
+        )
+
+    async def _ping_loop(self, worker: Worker) -> None:
+        session = self.runtime.session
+        assert session is not None
+        url = f"http://{self.runtime.config.host}:{worker.port}/ping"
+        timeout = aiohttp.ClientTimeout(total=PING_TIMEOUT_S)
+        unhealthy_since: float | None = None
+        try:
+            while worker.alive:
+                healthy = False
+                try:
+                    async with session.get(url, timeout=timeout) as resp:
+                        await resp.read()
+                        healthy = resp.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if healthy != worker.healthy:
+                    worker.healthy = healthy
+                    self.ep.notify()
+                if healthy and worker.state is WorkerState.STARTING:
+                    self.runtime.worker_ready(self.ep, worker)
+                if healthy or worker.state is not WorkerState.READY:
+                    unhealthy_since = None
+                elif unhealthy_since is None:
+                    unhealthy_since = time.monotonic()
+                elif time.monotonic() - unhealthy_since > UNHEALTHY_KILL_S:
+                    log.warning(
+                        "worker %s has failed /ping for %.0fs: killed", worker.id, UNHEALTHY_KILL_S
+                    )
+                    self.runtime.supervisor.kill(worker)
+                    unhealthy_since = None
+                await asyncio.sleep(PING_READY_S if worker.ready_at else PING_STARTING_S)
+        finally:
+            self._watchers.pop(worker.id, None)
+            self._last_pick.pop(worker.id, None)
+
+    def _pick(self) -> Worker | None:
+        """The ready worker with the fewest requests in flight (ties: least recently used),
+        preferring the current spec's workers during a rolling update."""
+        candidates = [
+            w for w in self.ep.workers.values() if w.healthy and w.state is WorkerState.READY
+        ]
+        if not candidates:
+            return None
+        current = [w for w in candidates if w.generation == self.ep.generation]
+        pool = current or candidates
+        worker = min(pool, key=lambda w: (w.in_flight, self._last_pick.get(w.id, -1)))
+        self._last_pick[worker.id] = next(self._picks)
+        return worker
+
+    async def _acquire(self) -> tuple[Worker | None, dict[str, Any]]:
+        """A ready worker, waiting for one (and asking for a cold start) if there is none."""
+        worker = self._pick()
+        if worker is not None:
+            return worker, {}
+        ep = self.ep
+        if ep.spec.workers_max <= 0:
+            return None, {"reason": "the endpoint has workersMax 0"}
+        asked = time.monotonic()
+        asked_wall = time.time()
+        deadline = asked + self.runtime.settings.lb_ready_wait_s
+        ep.lb_waiting += 1
+        self.runtime.kick()
+        try:
+            while not self.closing and not ep.removed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await ep.changed(remaining)
+                worker = self._pick()
+                if worker is not None:
+                    return worker, {}
+                error = ep.last_error
+                if error and error.get("at", 0) >= asked_wall:
+                    # A worker failed while this request waited: say so now, not at timeout.
+                    return None, {"reason": "a worker failed to start", "lastError": error}
+        finally:
+            ep.lb_waiting -= 1
+        detail: dict[str, Any] = {
+            "reason": f"none ready after {round(time.monotonic() - asked, 1)}s"
+        }
+        if ep.last_error:
+            detail["lastError"] = ep.last_error
+        return None, detail
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        """``Authorization: Bearer <key>`` (or the raw key) with the platform's API key."""
+        return _key_matches(header, self.runtime.config.api_key)
+
+    @contextlib.asynccontextmanager
+    async def upstream(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: Any,
+        peer: str | None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response of a ready worker to ``method target`` (path and query), streamed.
+
+        Raises :class:`ProxyError` when no worker can answer (the caller turns it into an error
+        response); errors after the response started belong to the caller.
+        """
+        if self.closing:
+            raise ProxyError(503, {"error": "the platform is shutting down"})
+        worker, detail = await self._acquire()
+        if worker is None:
+            raise ProxyError(
+                503,
+                {
+                    "error": "no worker ready",
+                    "endpointId": self.ep.id,
+                    "workers": self.runtime.health(self.ep)["workers"],
+                    **detail,
+                },
+            )
+        session = self.runtime.session
+        assert session is not None
+        # The API key stays here: user code has no use for it.
+        forward = {
+            k: v
+            for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"
+        }
+        previous = headers.get("X-Forwarded-For")
+        forward["X-Forwarded-For"] = f"{previous}, {peer or ''}" if previous else peer or ""
+        attempts = 0
+        while True:
+            chosen = worker
+            url = f"http://{self.runtime.config.host}:{chosen.port}{target}"
+            chosen.in_flight += 1
+            started = False
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    headers=forward,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                ) as response:
+                    started = True
+                    yield response
+                    return
+            except aiohttp.ClientConnectorError as err:
+                if started:
+                    raise
+                # Nothing was sent: another worker may take it.
+                chosen.healthy = False
+                attempts += 1
+                retry = self._pick() if attempts <= CONNECT_RETRIES else None
+                if retry is None:
+                    raise ProxyError(
+                        502, {"error": f"worker {chosen.id} unreachable: {err}"}
+                    ) from err
+                worker = retry
+            except (aiohttp.ClientError, TimeoutError) as err:
+                if started:
+                    raise
+                raise ProxyError(502, {"error": f"worker {chosen.id} failed: {err}"}) from err
+            finally:
+                chosen.in_flight -= 1
+                chosen.last_active = time.monotonic()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The endpoint's own port: every path goes to a worker."""
+        if not self.authorized(request.headers.get("Authorization")):
+            return _json(401, UNAUTHORIZED)
+        try:
+            async with self.upstream(
+                request.method,
+                str(request.rel_url),
+                request.headers,
+                request.content if request.body_exists else None,
+                request.remote,
+            ) as response:
+                return await self._relay(request, response)
+        except ProxyError as err:
+            return _json(err.status, err.body)
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for key, value in upstream.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                response.headers.add(key, value)
+        if upstream.content_length is not None and "chunked" not in upstream.headers.get(
+            "Transfer-Encoding", ""
+        ):
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        # Either side hanging up mid-stream ends the relay.
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        return response
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    """The worker's response headers a proxy passes on."""
+    return [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+
+
+def alias_routes(runtime: PlatformRuntime) -> list[BaseRoute]:
+    """``{platform}/lb/{endpoint_id}/{path}``: a load-balanced endpoint through the platform's
+    own port, for clients that derive an endpoint's URL from its id alone (the deployer, and
+    cross-endpoint calls, as ``https://{id}.api.runpod.ai`` is derived on Runpod). The
+    endpoint's own base URL (``Runtime.url_of``) is the same routes without the prefix."""
+
+    async def alias(request: Request) -> Response:
+        endpoint_id = request.path_params["endpoint_id"]
+        ep = runtime.endpoint(endpoint_id)
+        if not _bearer(request, runtime):
+            return _starlette_json(401, UNAUTHORIZED)
+        balancer = ep.balancer if ep is not None else None
+        if balancer is None:
+            return _starlette_json(
+                404, {"error": f"load-balanced endpoint {endpoint_id!r} not found"}
+            )
+        target = "/" + request.path_params.get("path", "")
+        if request.url.query:
+            target += "?" + request.url.query
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "chunked" in request.headers.get("transfer-encoding", "")
+        )
+        context = balancer.upstream(
+            request.method,
+            target,
+            request.headers,
+            request.stream() if has_body else None,
+            request.client.host if request.client else None,
+        )
+        try:
+            upstream = await context.__aenter__()
+        except ProxyError as err:
+            return _starlette_json(err.status, err.body)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    yield chunk
+            finally:
+                await context.__aexit__(None, None, None)
+
+        headers = response_headers(upstream)
+        response = StreamingResponse(body(), status_code=upstream.status)
+        response.raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+        ]
+        if upstream.content_length is not None:
+            response.raw_headers.append((b"content-length", str(upstream.content_length).encode()))
+        return response
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [
+        Route("/lb/{endpoint_id}", alias, methods=methods),
+        Route("/lb/{endpoint_id}/{path:path}", alias, methods=methods),
+    ]
+
+
+def _bearer(request: Request, runtime: PlatformRuntime) -> bool:
+    return _key_matches(request.headers.get("authorization"), runtime.config.api_key)
+
+
+def _key_matches(header: str | None, key: str) -> bool:
+    header = header or ""
+    token = header[7:] if header[:7].lower() == "bearer " else header
+    return secrets.compare_digest(token.strip().encode(), key.encode())
+
+
+def _starlette_json(status: int, body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -1,0 +1,709 @@
+"""The platform's runtime: runs endpoints as worker processes, scales them, keeps their jobs.
+
+``PlatformRuntime`` implements :class:`~flash_runtime.platform.model.Runtime` (what the control
+plane calls) and holds the state the HTTP front ends use: the job store (``jobs.py``), the worker
+supervisor (``supervisor.py``) and one load balancer per load-balanced endpoint
+(``balancer.py``).
+
+Scaling, checked every ``tick_s`` and whenever something changes (per endpoint):
+
+* ``workersMin`` workers are kept running (crashed ones restarted with exponential backoff,
+  0.5 s doubling up to ``backoff_max_s``); never more than ``workersMax``.
+* Queue-based, ``QUEUE_DELAY``: one more worker when the oldest queued job has waited longer
+  than ``scalerValue`` seconds. ``REQUEST_COUNT``: one more when queued plus running jobs exceed
+  ``scalerValue`` per worker.
+* Load-balanced (always by request count): one more when in-flight requests exceed
+  ``scalerValue`` per ready worker.
+* Cold start: work waiting and no worker at all starts one at once, without waiting
+  ``scalerValue`` seconds (Runpod does the same: a scaled-to-zero endpoint wakes on demand).
+* Scaling up adds one worker at a time and waits for it to boot before adding the next.
+* A ready worker without work for ``idleTimeout`` seconds is drained (never below the minimum).
+* A new build (or a changed worker environment) rolls: workers of the new spec start, the old
+  ones keep serving until one new worker is ready, then drain (finish in-flight work, exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from ..errors import FlashError
+from . import db
+from .config import PlatformConfig
+from .jobs import Job, JobStore
+from .model import EndpointSpec
+from .settings import RuntimeSettings
+from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState, log_tail
+
+if TYPE_CHECKING:
+    from .balancer import Balancer
+
+log = logging.getLogger("flash_runtime.platform")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runtime_endpoints (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec BLOB NOT NULL,     -- JSON of EndpointSpec
+    lb_port INTEGER,        -- load-balanced endpoints keep their port (and URL) across restarts
+    updated_at REAL NOT NULL
+);
+"""
+
+# A worker that was ready this long before it crashed restarts without accumulated backoff.
+STABLE_AFTER_S = 10.0
+HOUSEKEEPING_EVERY_S = 5.0
+
+
+def spec_to_json(spec: EndpointSpec) -> bytes:
+    data = dataclasses.asdict(spec)
+    data["artifact_path"] = str(spec.artifact_path)
+    return orjson.dumps(data)
+
+
+def spec_from_json(raw: bytes | str) -> EndpointSpec:
+    data = orjson.loads(raw)
+    known = {f.name for f in dataclasses.fields(EndpointSpec)}
+    data = {k: v for k, v in data.items() if k in known}
+    data["artifact_path"] = Path(data["artifact_path"])
+    return EndpointSpec(**data)
+
+
+def save_endpoint(conn: sqlite3.Connection, spec: EndpointSpec, lb_port: int | None = None) -> None:
+    """Record an endpoint for the runtime to run (the runtime's own table)."""
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT INTO runtime_endpoints (id, name, spec, lb_port, updated_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+        " spec = excluded.spec, lb_port = coalesce(excluded.lb_port, lb_port),"
+        " updated_at = excluded.updated_at",
+        (spec.id, spec.name, spec_to_json(spec), lb_port, time.time()),
+    )
+
+
+def load_endpoints(conn: sqlite3.Connection) -> list[tuple[EndpointSpec, int | None]]:
+    """The endpoints the runtime runs, with their load balancer ports."""
+    conn.executescript(SCHEMA)
+    return [
+        (spec_from_json(row["spec"]), row["lb_port"])
+        for row in conn.execute("SELECT spec, lb_port FROM runtime_endpoints ORDER BY id")
+    ]
+
+
+def generation_of(spec: EndpointSpec) -> str:
+    """What a worker runs: workers of another generation must be replaced (rolling update)."""
+    key = orjson.dumps(
+        [
+            str(spec.artifact_path),
+            spec.build_id,
+            spec.resource_name,
+            spec.type,
+            spec.python_version,
+            sorted(spec.env.items()),
+        ]
+    )
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(eq=False)
+class EndpointState:
+    """One running endpoint: its spec, its workers and its scaling state."""
+
+    spec: EndpointSpec
+    generation: str
+    app_dir: Path
+    lb_port: int | None = None
+    workers: dict[str, Worker] = field(default_factory=dict)
+    balancer: Balancer | None = None
+    not_before: float = 0.0  # crash backoff: no new worker before this (monotonic)
+    failures: int = 0  # consecutive crashes
+    last_error: dict[str, Any] | None = None
+    roll_target: int = 0  # new-spec workers to start while old ones still serve
+    lb_waiting: int = 0  # load-balanced requests waiting for a ready worker
+    removed: bool = False
+    _changed: asyncio.Event | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def current(self) -> list[Worker]:
+        """Serving workers of the current spec."""
+        return [w for w in self.workers.values() if w.generation == self.generation and w.serving]
+
+    def outdated(self) -> list[Worker]:
+        """Serving workers of a previous spec (rolling update in progress)."""
+        return [w for w in self.workers.values() if w.generation != self.generation and w.serving]
+
+    def notify(self) -> None:
+        """Wake whoever waits for a worker of this endpoint to become ready or fail."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def changed(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+
+
+class PlatformRuntime:
+    """Runs the endpoints the control plane applies; see the module docstring."""
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        settings: RuntimeSettings | None = None,
+        *,
+        worker_command: Sequence[str] = WORKER_COMMAND,
+    ) -> None:
+        self.config = config
+        self.settings = settings or RuntimeSettings.from_env()
+        # Workers authenticate with this key, not the user's; a new one per platform start
+        # also shuts out orphans of a previous platform.
+        self.worker_key = "wk_" + secrets.token_urlsafe(24)
+        self.endpoints: dict[str, EndpointState] = {}
+        self.conn = db.connect(config.db_path)
+        self.conn.executescript(SCHEMA)
+        self.jobs = JobStore(self.conn, self.settings, self)
+        self.supervisor = Supervisor(
+            config,
+            self.settings,
+            worker_key=self.worker_key,
+            on_exit=self._worker_exited,
+            command=worker_command,
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self._workers: dict[str, Worker] = {}
+        self._kick = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._app_dirs: dict[tuple[str, int, int], Path] = {}
+        self._closing = False
+        self.started_at = time.time()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover jobs and endpoints from SQLite, then start scaling."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            auto_decompress=False,  # the balancer passes bodies through untouched
+        )
+        requeued = self.jobs.recover()
+        if requeued:
+            log.warning("%d job(s) were running when the platform stopped: queued again", requeued)
+        for spec, port in load_endpoints(self.conn):
+            try:
+                await self._add(spec, port)
+            except Exception:
+                log.exception("endpoint %s (%s) could not be restored", spec.id, spec.name)
+        self._loop_task = asyncio.create_task(self._run(), name="autoscaler")
+
+    async def close(self) -> None:
+        """Stop every worker (they get ``shutdown_grace_s`` to finish in-flight work)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for ep in self.endpoints.values():
+            if ep.balancer is not None:
+                ep.balancer.closing = True
+        workers = [w for w in self._workers.values() if w.alive]
+        for worker in workers:
+            self._drain(worker, self.settings.shutdown_grace_s)
+        await self.supervisor.stop_all(workers, self.settings.shutdown_grace_s)
+        self.jobs.shutdown()
+        for ep in self.endpoints.values():
+            ep.notify()
+            if ep.balancer is not None:
+                await ep.balancer.close()
+        for task in list(self._background):
+            task.cancel()
+        if self.session is not None:
+            await self.session.close()
+
+    def close_db(self) -> None:
+        self.conn.close()
+
+    # -- Runtime protocol -------------------------------------------------------------------
+
+    async def apply(self, spec: EndpointSpec) -> str:
+        """Create or update an endpoint; returns its URL. See ``model.Runtime.apply``."""
+        if spec.type not in ("qb", "lb"):
+            raise FlashError(
+                f"endpoint {spec.name!r}: type must be 'qb' or 'lb', not {spec.type!r}"
+            )
+        if not Path(spec.artifact_path).is_file():
+            raise FlashError(
+                f"endpoint {spec.name!r}: build artifact {spec.artifact_path} does not exist"
+            )
+        ep = self.endpoints.get(spec.id)
+        if ep is None:
+            ep = await self._add(spec, None)
+        else:
+            await self._update(ep, spec)
+        save_endpoint(self.conn, spec, ep.lb_port)
+        self.kick()
+        url = self.url_of(spec.id)
+        assert url is not None
+        return url
+
+    async def remove(self, endpoint_id: str) -> None:
+        """Stop an endpoint's workers and forget it; its unfinished jobs are cancelled."""
+        ep = self.endpoints.pop(endpoint_id, None)
+        self.conn.execute("DELETE FROM runtime_endpoints WHERE id = ?", (endpoint_id,))
+        if ep is None:
+            return
+        ep.removed = True
+        self.jobs.forget_endpoint(endpoint_id)
+        workers = [w for w in ep.workers.values() if w.alive]
+        for worker in workers:
+            self._drain(worker, self.settings.shutdown_grace_s)
+        self._spawn_background(self.supervisor.stop_all(workers, self.settings.shutdown_grace_s))
+        if ep.balancer is not None:
+            await ep.balancer.close()
+        ep.notify()
+
+    def url_of(self, endpoint_id: str) -> str | None:
+        """QB: ``{platform}/v2/{id}``; LB: ``http://{host}:{its port}``."""
+        ep = self.endpoints.get(endpoint_id)
+        if ep is None:
+            return None
+        if ep.spec.type == "lb":
+            return f"http://{self.config.host}:{ep.lb_port}"
+        return f"{self.config.url}/v2/{endpoint_id}"
+
+    # -- lookups for the HTTP front ends ----------------------------------------------------
+
+    def endpoint(self, endpoint_id: str) -> EndpointState | None:
+        return self.endpoints.get(endpoint_id)
+
+    def find(self, id_or_name: str) -> EndpointState | None:
+        """An endpoint by id, else by name."""
+        ep = self.endpoints.get(id_or_name)
+        if ep is not None:
+            return ep
+        return next((e for e in self.endpoints.values() if e.spec.name == id_or_name), None)
+
+    def worker(self, ep: EndpointState, worker_id: str) -> Worker:
+        """A worker calling the worker API. Unknown ids are external workers (no process we
+        run, e.g. a debugger attached by hand): they get jobs like any other."""
+        worker = ep.workers.get(worker_id)
+        if worker is None:
+            worker = Worker(id=worker_id, endpoint_id=ep.id, generation=ep.generation)
+            ep.workers[worker_id] = worker
+            self._workers[worker_id] = worker
+            log.info("external worker %s joined endpoint %s", worker_id, ep.id)
+        worker.seen()
+        return worker
+
+    def worker_ready(self, ep: EndpointState, worker: Worker) -> None:
+        """A worker is ready for work (first job-take, or first ``/ping`` 200)."""
+        if not worker.mark_ready():
+            return
+        log.info(
+            "worker %s of %s ready after %.2fs",
+            worker.id,
+            ep.id,
+            (worker.ready_at or 0) - worker.started_at,
+        )
+        ep.failures = 0
+        ep.last_error = None
+        ep.notify()
+        self.kick()
+
+    def job_submitted(self, ep: EndpointState) -> None:
+        """A job was queued: start a worker at once if there is none (cold start)."""
+        if not ep.current():
+            self.kick()
+
+    def reconcile(self, worker: Worker, reported: set[str]) -> None:
+        """Requeue jobs leased to ``worker`` that its ping does not list (see JobStore)."""
+        grace = 2 * self.settings.ping_interval_ms / 1000 + 1
+        lost = self.jobs.reconcile(worker.id, reported, grace)
+        if lost:
+            log.warning(
+                "worker %s does not run job(s) %s it was given: queued again",
+                worker.id,
+                ", ".join(job.id for job in lost),
+            )
+
+    def refresh_worker(self, worker: Worker) -> None:
+        """The worker asked to be replaced after its job (``refresh_worker``/``stopPod``)."""
+        self._drain(worker)
+        self.kick()
+
+    def _drain(self, worker: Worker, grace: float | None = None) -> None:
+        """Stop giving a worker work and let it finish what it holds (SIGTERM)."""
+        self.supervisor.drain(worker, grace)
+        self.jobs.release_parked(worker.id)
+
+    def kick(self) -> None:
+        """Run the autoscaler now rather than at the next tick."""
+        self._kick.set()
+
+    # -- JobEvents --------------------------------------------------------------------------
+
+    def job_stopped(self, worker_id: str, job_id: str) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is not None and worker.alive:
+            worker.signal_stop(job_id)
+
+    def job_finished(self, job: Job) -> None:
+        if job.webhook:
+            self._spawn_background(self._deliver_webhook(job.webhook, job.payload()))
+
+    async def _deliver_webhook(self, url: str, payload: dict[str, Any]) -> None:
+        assert self.session is not None
+        body = orjson.dumps(payload)
+        for attempt in range(3):
+            try:
+                async with self.session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as resp:
+                    if resp.status < 400:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(2**attempt)
+        log.warning("webhook %s for job %s failed after 3 attempts", url, payload.get("id"))
+
+    # -- status -----------------------------------------------------------------------------
+
+    def health(self, ep: EndpointState) -> dict[str, Any]:
+        """Runpod's ``/health`` for one endpoint, plus the last crash while workers fail."""
+        workers = [w for w in ep.workers.values() if w.alive]
+        running = idle = initializing = draining = 0
+        for w in workers:
+            if w.state is WorkerState.STARTING:
+                initializing += 1
+            elif w.state is WorkerState.DRAINING:
+                draining += 1
+            elif self.jobs.lease_count(w.id) or w.in_flight:
+                running += 1
+            else:
+                idle += 1
+        body: dict[str, Any] = {
+            "jobs": self.jobs.counts(ep.id),
+            "workers": {
+                "idle": idle,
+                "running": running,
+                "ready": idle + running,
+                "initializing": initializing,
+                "draining": draining,
+                "throttled": 0,
+                "unhealthy": 1 if ep.failures else 0,
+            },
+        }
+        if ep.failures and ep.last_error:
+            body["lastError"] = ep.last_error
+        return body
+
+    def describe(self, ep: EndpointState) -> dict[str, Any]:
+        """One endpoint for ``flash platform status``."""
+        spec = ep.spec
+        return {
+            "id": spec.id,
+            "name": spec.name,
+            "type": spec.type,
+            "url": self.url_of(spec.id),
+            "resource": spec.resource_name,
+            "build": spec.build_id,
+            "workersMin": spec.workers_min,
+            "workersMax": spec.workers_max,
+            "health": self.health(ep),
+            "workers": [
+                w.info(jobs=self.jobs.lease_count(w.id)) for w in ep.workers.values() if w.alive
+            ],
+            "logs": str(self.config.logs_dir / spec.id),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.config.url,
+            "pid": os.getpid(),
+            "startedAt": self.started_at,
+            "endpoints": [self.describe(ep) for ep in self.endpoints.values()],
+        }
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def _add(self, spec: EndpointSpec, port: int | None) -> EndpointState:
+        ep = EndpointState(
+            spec=spec, generation=generation_of(spec), app_dir=await self._app_dir(spec)
+        )
+        self.endpoints[spec.id] = ep
+        if spec.type == "lb":
+            await self._start_balancer(ep, port)
+        return ep
+
+    async def _update(self, ep: EndpointState, spec: EndpointSpec) -> None:
+        old = ep.spec
+        ep.spec = spec
+        if spec.type != old.type:
+            if old.type == "lb" and ep.balancer is not None:
+                await ep.balancer.close()
+                ep.balancer = None
+            if spec.type == "lb":
+                await self._start_balancer(ep, ep.lb_port)
+        generation = generation_of(spec)
+        if generation == ep.generation:
+            return
+        log.info("endpoint %s (%s): new spec %s, rolling workers", spec.id, spec.name, generation)
+        ep.generation = generation
+        ep.app_dir = await self._app_dir(spec)
+        ep.failures = 0
+        ep.last_error = None
+        ep.not_before = 0.0
+        outdated = ep.outdated()
+        for worker in outdated:
+            if worker.state is WorkerState.STARTING or spec.type != old.type:
+                self._drain(worker)  # never served: nothing to keep
+        ep.roll_target = min(len([w for w in outdated if w.serving]), max(spec.workers_max, 0))
+
+    async def _start_balancer(self, ep: EndpointState, port: int | None) -> None:
+        from .balancer import Balancer
+
+        balancer = Balancer(self, ep)
+        try:
+            await balancer.start(port or free_port(self.config.host))
+        except OSError as err:
+            if port is None:
+                raise
+            log.warning("endpoint %s: port %s is taken (%s); its URL changes", ep.id, port, err)
+            await balancer.start(free_port(self.config.host))
+        ep.balancer = balancer
+        ep.lb_port = balancer.port
+        save_endpoint(self.conn, ep.spec, ep.lb_port)
+
+    async def _app_dir(self, spec: EndpointSpec) -> Path:
+        """Extraction directory shared by the workers of one artifact (keyed by its hash)."""
+        path = Path(spec.artifact_path)
+        try:
+            st = path.stat()
+        except OSError:
+            return self.config.apps_dir / (spec.build_id or spec.id)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        cached = self._app_dirs.get(key)
+        if cached is None:
+            digest = await asyncio.to_thread(_sha256_file, path)
+            cached = self._app_dirs[key] = self.config.apps_dir / digest[:16]
+        return cached
+
+    # -- workers ----------------------------------------------------------------------------
+
+    async def _spawn(self, ep: EndpointState) -> None:
+        port = free_port(self.config.host) if ep.spec.type == "lb" else None
+        try:
+            worker = await self.supervisor.spawn(ep.spec, ep.generation, ep.app_dir, port)
+        except OSError as err:
+            ep.failures += 1
+            ep.not_before = time.monotonic() + self._backoff(ep.failures)
+            ep.last_error = {"message": f"cannot start worker: {err}", "at": time.time()}
+            log.error("endpoint %s: cannot start worker: %s", ep.id, err)
+            return
+        ep.workers[worker.id] = worker
+        self._workers[worker.id] = worker
+        if ep.balancer is not None:
+            ep.balancer.watch(worker)
+
+    def _worker_exited(self, worker: Worker) -> None:
+        self._workers.pop(worker.id, None)
+        requeued = self.jobs.release_worker(worker.id)
+        self.jobs.release_parked(worker.id)
+        if requeued:
+            log.warning(
+                "worker %s exited holding %d job(s): queued again", worker.id, len(requeued)
+            )
+        ep = self.endpoints.get(worker.endpoint_id)
+        if ep is None or ep.workers.get(worker.id) is not worker:
+            return
+        del ep.workers[worker.id]
+        if worker.drain_deadline is None and not self._closing:
+            now = time.monotonic()
+            stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
+            ep.failures = 1 if stable else ep.failures + 1
+            delay = self._backoff(ep.failures)
+            ep.not_before = now + delay
+            ep.last_error = {
+                "workerId": worker.id,
+                "exitCode": worker.exit_code,
+                "beforeReady": worker.ready_at is None,
+                "restarts": ep.failures,
+                "nextRestartIn": round(delay, 1),
+                "at": time.time(),
+                "log": str(worker.log_path),
+                "lastLines": log_tail(worker.log_path),
+            }
+            log.warning(
+                "worker %s of %s %s with code %s; restarting in %.1fs (log: %s)",
+                worker.id,
+                ep.id,
+                "failed to boot" if worker.ready_at is None else "crashed",
+                worker.exit_code,
+                delay,
+                worker.log_path,
+            )
+        ep.notify()
+        self.kick()
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(self.settings.backoff_max_s, 0.5 * 2 ** max(0, failures - 1)))
+
+    # -- autoscaler -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        last_housekeeping = 0.0
+        while True:
+            self._kick.clear()  # a kick during the tick runs the next one at once
+            try:
+                now = time.monotonic()
+                for ep in list(self.endpoints.values()):
+                    self._reap(ep, now)
+                    await self._scale(ep, now)
+                if now - last_housekeeping >= HOUSEKEEPING_EVERY_S:
+                    last_housekeeping = now
+                    self.jobs.expire()
+                    self.supervisor.rotate_logs(list(self._workers.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("autoscaler tick failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.tick_s):
+                    await self._kick.wait()
+
+    def _reap(self, ep: EndpointState, now: float) -> None:
+        """End the leases of workers not heard from; kill drains that overran their grace."""
+        lease_timeout = self.settings.lease_timeout_s
+        for worker in list(ep.workers.values()):
+            draining = worker.state is WorkerState.DRAINING and worker.drain_deadline is not None
+            if draining and now > (worker.drain_deadline or 0):
+                log.warning("worker %s did not exit after its drain grace: killed", worker.id)
+                self.supervisor.kill(worker)
+            if now - worker.last_seen <= lease_timeout:
+                continue
+            if ep.spec.type == "qb" and self.jobs.lease_count(worker.id):
+                requeued = self.jobs.release_worker(worker.id)
+                log.warning(
+                    "worker %s silent for %.1fs holding %d job(s): queued again",
+                    worker.id,
+                    now - worker.last_seen,
+                    len(requeued),
+                )
+                if worker.proc is not None:
+                    self.supervisor.kill(worker)  # hung: replace it
+            if worker.proc is None and now - worker.last_seen > 3 * self.settings.long_poll_s:
+                del ep.workers[worker.id]  # an external worker that went away
+                self._workers.pop(worker.id, None)
+
+    async def _scale(self, ep: EndpointState, now: float) -> None:
+        spec = ep.spec
+        maximum = max(0, spec.workers_max)
+        minimum = min(max(0, spec.workers_min), maximum)
+        current = ep.current()
+        outdated = ep.outdated()
+        ready = [w for w in current if w.state is WorkerState.READY]
+        starting = len(current) - len(ready)
+        n = len(current)
+
+        if outdated and (ready or maximum == 0):
+            for worker in outdated:
+                self._drain(worker)
+            ep.roll_target = 0
+        elif not outdated:
+            ep.roll_target = 0
+
+        want = max(n, minimum, ep.roll_target)
+        if spec.type == "qb":
+            queue = self.jobs.queue(ep.id)
+            queued = len(queue.pending)
+            if queued and n == 0:
+                want = max(want, 1)
+            elif queued and not starting and n < maximum:
+                if spec.scaler_type == "REQUEST_COUNT":
+                    if queued + queue.running > spec.scaler_value * n:
+                        want = max(want, n + 1)
+                elif self.jobs.oldest_wait(ep.id) > spec.scaler_value:
+                    want = max(want, n + 1)
+        else:
+            if ep.lb_waiting and n == 0:
+                want = max(want, 1)
+            elif not starting and n < maximum:
+                in_flight = sum(w.in_flight for w in ready) + ep.lb_waiting
+                if in_flight > spec.scaler_value * max(1, len(ready)):
+                    want = max(want, n + 1)
+        want = min(want, maximum)
+
+        if want > n and now >= ep.not_before:
+            for _ in range(want - n):
+                await self._spawn(ep)
+            return
+        if n > maximum:  # workersMax was lowered: the least busy go (after their work)
+            ours = [w for w in current if w.proc is not None]
+            ours.sort(key=lambda w: (self.jobs.lease_count(w.id) + w.in_flight, w.last_active))
+            for worker in ours[: n - maximum]:
+                self._drain(worker)
+            return
+
+        # Scale down: drain workers idle for idleTimeout, keeping the minimum.
+        keep = max(minimum, ep.roll_target)
+        if n <= keep:
+            return
+        for worker in sorted(ready, key=lambda w: w.last_active):
+            if n <= keep:
+                break
+            busy = self.jobs.lease_count(worker.id) or worker.in_flight
+            if busy or now - worker.last_active < spec.idle_timeout:
+                continue
+            if worker.proc is None:
+                continue  # external workers are not ours to stop
+            log.info("worker %s of %s idle for %ss: draining", worker.id, ep.id, spec.idle_timeout)
+            self._drain(worker)
+            n -= 1
+
+    def _spawn_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def all_workers(self) -> Iterable[Worker]:
+        return self._workers.values()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,215 @@
+"""The platform process: one Starlette app on ``PlatformConfig.url``, served by uvicorn.
+
+It serves the serverless API and the worker protocol (``serverless.py``, ``workerapi.py``), the
+control plane's routes when ``flash_runtime.platform.controlplane`` is installed, ``/health``
+(unauthenticated: ``flash platform start`` waits on it) and ``/platform/status`` (what
+``flash platform status`` shows). ``python -m flash_runtime.platform.server`` runs it in the
+foreground; ``flash platform start`` runs that in the background.
+
+Shutdown order matters: on SIGTERM/SIGINT the runtime first drains the workers while the server
+still answers (so their last results are recorded), then uvicorn stops. A second signal forces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from types import FrameType, ModuleType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import __version__
+from ..errors import FlashError
+from . import balancer, db, serverless, workerapi
+from .config import PlatformConfig
+from .process import instance_lock
+from .runtime import PlatformRuntime
+from .serverless import JSONResponse, bearer_ok, unauthorized
+from .settings import RuntimeSettings
+
+log = logging.getLogger("flash_runtime.platform")
+
+CONTROL_PLANE_MODULE = "flash_runtime.platform.controlplane"
+
+
+def control_plane() -> ModuleType | None:
+    """The control plane module, or None while it is not installed."""
+    try:
+        return importlib.import_module(CONTROL_PLANE_MODULE)
+    except ModuleNotFoundError as err:
+        if err.name != CONTROL_PLANE_MODULE:
+            raise
+        log.warning("no control plane (%s is missing): serving the runtime only", err.name)
+        return None
+
+
+def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
+    """The platform's ASGI app; its lifespan starts and stops ``runtime``."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "url": config.url,
+                "version": __version__,
+                "endpoints": len(runtime.endpoints),
+            }
+        )
+
+    async def status(request: Request) -> Response:
+        if not bearer_ok(request, config.api_key):
+            return unauthorized()
+        return JSONResponse(runtime.status())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    # The control plane gets its own connection: its transactions never mix with the job
+    # store's statements on the same event loop.
+    cp = control_plane()
+    cp_conn = db.connect(config.db_path) if cp is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        if cp is not None and hasattr(cp, "resume"):
+            # The runtime restored its own endpoints already; this re-applies the control
+            # plane's view (a no-op for endpoints that did not change).
+            try:
+                await cp.resume(cp_conn, runtime, config)
+            except Exception:
+                log.exception("the control plane could not re-apply its endpoints")
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    routes: list[BaseRoute] = [
+        # The hot routes first (matched in order): job-take and job-done, then /runsync, /run.
+        *workerapi.routes(runtime),
+        *serverless.routes(runtime),
+        Route("/health", health, methods=["GET"]),
+        Route("/platform/status", status, methods=["GET"]),
+        *balancer.alias_routes(runtime),
+        *(cp.routes(cp_conn, runtime, config) if cp is not None else []),
+    ]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
+
+
+class PlatformServer(uvicorn.Server):
+    """uvicorn that drains the runtime before it stops answering."""
+
+    def __init__(self, config: uvicorn.Config, runtime: PlatformRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._draining is not None:
+            self.should_exit = True
+            self.force_exit = self._draining is not None
+            return
+        log.info("signal %s: stopping workers, then the server", sig)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._draining = asyncio.ensure_future(self.drain())
+
+    async def drain(self) -> None:
+        """Stop the workers (the server keeps answering them meanwhile), then exit."""
+        try:
+            await self.runtime.close()
+        finally:
+            self.should_exit = True
+
+
+def bind(config: PlatformConfig) -> socket.socket:
+    """The listening socket, bound before anything starts so a taken port fails at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            config.host, config.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        # The proto must say TCP: asyncio disables Nagle only on such sockets, and with Nagle
+        # every response written in two parts (headers, body) waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise FlashError(f"cannot resolve the platform host {config.host!r}: {err}") from err
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise FlashError(
+            f"cannot listen on {config.host}:{config.port} ({err.strerror}); pick another port "
+            "with `flash platform start --port N` or FLASH_PLATFORM_URL"
+        ) from err
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def uvicorn_config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # Long-polls of workers that are gone must not hold the exit for long.
+        timeout_graceful_shutdown=3,
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+
+
+def serve(config: PlatformConfig, settings: RuntimeSettings | None = None) -> None:
+    """Run the platform in this process until SIGTERM/SIGINT."""
+    with instance_lock(config):
+        sock = bind(config)
+        runtime = PlatformRuntime(config, settings)
+        server = PlatformServer(uvicorn_config(build_app(config, runtime)), runtime)
+        log.info("platform %s on %s (FLASH_HOME=%s)", __version__, config.url, config.home)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            runtime.close_db()
+
+
+def main() -> int:
+    """``python -m flash_runtime.platform.server``."""
+    logging.basicConfig(
+        level=os.environ.get("FLASH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        serve(PlatformConfig.load(), RuntimeSettings.from_env())
+    except FlashError as err:
+        print(f"flash platform: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The serverless API of queue-based endpoints, as Runpod serves it at ``/v2/{endpoint_id}``.
+
+``POST /run`` and ``/runsync`` take ``{"input": ..., "webhook"?, "policy"?}``; ``GET /status/{job}``,
+``GET|POST /stream/{job}``, ``POST /cancel/{job}``, ``GET /health``, ``POST /purge-queue``.
+Every call needs ``Authorization: Bearer <API key>`` (the raw key is accepted too, as Runpod
+does). Responses and errors use Runpod's shapes, so the official ``runpod`` client works with
+``RUNPOD_ENDPOINT_BASE_URL={platform}/v2``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .jobs import Job
+from .runtime import EndpointState, PlatformRuntime
+from .settings import MAX_REQUEST_BYTES
+
+RUNSYNC_DEFAULT_WAIT_MS = 90_000
+RUNSYNC_MAX_WAIT_MS = 300_000
+STREAM_WAIT_S = 5.0  # /stream holds this long for a chunk while the job runs
+
+
+class JSONResponse(Response):
+    """orjson-encoded JSON (``orjson.Fragment`` values are embedded as is)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def bearer_ok(request: Request, key: str) -> bool:
+    """``Authorization: Bearer <key>`` or the raw key."""
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header[:7].lower() == "bearer " else header
+    return secrets.compare_digest(token.strip().encode(), key.encode())
+
+
+def unauthorized() -> JSONResponse:
+    return error(
+        401,
+        "unauthorized: send 'Authorization: Bearer <API key>' (`flash platform status` shows "
+        "the key)",
+    )
+
+
+async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes | JSONResponse:
+    """The request body, or 413 past ``limit`` bytes (checked before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error(413, f"request body is larger than {limit // 2**20} MB")
+
+
+def parse_json(body: bytes) -> Any | JSONResponse:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError as err:
+        return error(400, f"request body is not valid JSON: {err}")
+
+
+class ServerlessAPI:
+    """Handlers of the client-facing serverless API."""
+
+    def __init__(self, runtime: PlatformRuntime) -> None:
+        self.runtime = runtime
+        self.jobs = runtime.jobs
+
+    def routes(self) -> list[BaseRoute]:
+        prefix = "/v2/{endpoint_id}"
+        return [
+            Route(f"{prefix}/run", self.run, methods=["POST"]),
+            Route(f"{prefix}/runsync", self.runsync, methods=["POST"]),
+            Route(f"{prefix}/status/{{job_id}}", self.status, methods=["GET", "POST"]),
+            Route(f"{prefix}/stream/{{job_id}}", self.stream, methods=["GET", "POST"]),
+            Route(f"{prefix}/cancel/{{job_id}}", self.cancel, methods=["POST"]),
+            Route(f"{prefix}/health", self.health, methods=["GET"]),
+            Route(f"{prefix}/purge-queue", self.purge, methods=["POST"]),
+        ]
+
+    def _endpoint(self, request: Request, *, qb_only: bool = True) -> EndpointState | JSONResponse:
+        if not bearer_ok(request, self.runtime.config.api_key):
+            return unauthorized()
+        endpoint_id = request.path_params["endpoint_id"]
+        ep = self.runtime.endpoint(endpoint_id)
+        if ep is None:
+            return error(404, f"endpoint {endpoint_id!r} not found")
+        if qb_only and ep.spec.type != "qb":
+            return error(
+                404,
+                f"endpoint {endpoint_id!r} is load-balanced: call its routes at "
+                f"{self.runtime.url_of(endpoint_id)}",
+            )
+        return ep
+
+    def _job(self, request: Request, ep: EndpointState) -> Job | JSONResponse:
+        job_id = request.path_params["job_id"]
+        job = self.jobs.get(job_id)
+        if job is None or job.endpoint_id != ep.id:
+            return error(404, f"job {job_id!r} not found (finished jobs are kept for a while)")
+        return job
+
+    async def _submit(self, request: Request, *, sync: bool) -> Job | JSONResponse:
+        ep = self._endpoint(request)
+        if isinstance(ep, JSONResponse):
+            return ep
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        payload = parse_json(body)
+        if isinstance(payload, JSONResponse):
+            return payload
+        if not isinstance(payload, dict) or "input" not in payload:
+            return error(400, 'request body must be a JSON object with an "input" field')
+        webhook = payload.get("webhook")
+        if webhook is not None and not isinstance(webhook, str):
+            return error(400, '"webhook" must be a URL string')
+        policy = payload.get("policy") or {}
+        if not isinstance(policy, dict):
+            return error(400, '"policy" must be an object')
+        timeout_ms = policy.get("executionTimeout", ep.spec.execution_timeout_ms)
+        ttl_ms = policy.get("ttl")
+        for name, value in (("executionTimeout", timeout_ms), ("ttl", ttl_ms)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                return error(400, f'"policy.{name}" must be a non-negative integer (ms)')
+        job = self.jobs.submit(
+            ep.id,
+            payload["input"],
+            webhook=webhook,
+            execution_timeout_ms=timeout_ms or 0,
+            ttl_ms=ttl_ms,
+            sync=sync,
+        )
+        self.runtime.job_submitted(ep)
+        return job
+
+    async def run(self, request: Request) -> Response:
+        job = await self._submit(request, sync=False)
+        if isinstance(job, JSONResponse):
+            return job
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
+    async def runsync(self, request: Request) -> Response:
+        """Wait up to ``?wait=`` ms (default 90 s) for the result; past that answer with the
+        job's id and current status, and the caller polls ``/status``."""
+        raw_wait = request.query_params.get("wait")
+        wait_ms = RUNSYNC_DEFAULT_WAIT_MS
+        if raw_wait is not None:
+            if not raw_wait.isdigit():
+                return error(400, f"wait={raw_wait!r} must be milliseconds")
+            wait_ms = min(int(raw_wait), RUNSYNC_MAX_WAIT_MS)
+        job = await self._submit(request, sync=True)
+        if isinstance(job, JSONResponse):
+            return job
+        await self.jobs.wait(job, wait_ms / 1000)
+        if job.final:
+            self.jobs.mark_delivered(job)
+            return JSONResponse(job.payload())
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
+    async def status(self, request: Request) -> Response:
+        ep = self._endpoint(request)
+        if isinstance(ep, JSONResponse):
+            return ep
+        job = self._job(request, ep)
+        if isinstance(job, JSONResponse):
+            return job
+        raw_wait = request.query_params.get("wait")
+        if raw_wait and raw_wait.isdigit() and not job.final:
+            await self.jobs.wait(job, min(int(raw_wait), RUNSYNC_MAX_WAIT_MS) / 1000)
+        return JSONResponse(job.payload())
+
+    async def stream(self, request: Request) -> Response:
+        """Chunks a generator job produced since the previous call (each returned once)."""
+        ep = self._endpoint(request)
+        if isinstance(ep, JSONResponse):
+            return ep
+        job = self._job(request, ep)
+        if isinstance(job, JSONResponse):
+            return job
+        status, chunks = await self.jobs.read_stream(job, STREAM_WAIT_S)
+        body: dict[str, Any] = {
+            "id": job.id,
+            "status": status.value,
+            "stream": [{"output": orjson.Fragment(chunk)} for chunk in chunks],
+        }
+        if job.final and job.error is not None:
+            body["error"] = orjson.Fragment(job.error)
+        return JSONResponse(body)
+
+    async def cancel(self, request: Request) -> Response:
+        ep = self._endpoint(request)
+        if isinstance(ep, JSONResponse):
+            return ep
+        job = self._job(request, ep)
+        if isinstance(job, JSONResponse):
+            return job
+        job = self.jobs.cancel(job)
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
+    async def health(self, request: Request) -> Response:
+        ep = self._endpoint(request, qb_only=False)
+        if isinstance(ep, JSONResponse):
+            return ep
+        return JSONResponse(self.runtime.health(ep))
+
+    async def purge(self, request: Request) -> Response:
+        ep = self._endpoint(request)
+        if isinstance(ep, JSONResponse):
+            return ep
+        removed = self.jobs.purge(ep.id)
+        return JSONResponse({"removed": removed, "status": "completed"})
+
+
+def routes(runtime: PlatformRuntime) -> list[BaseRoute]:
+    """The serverless API routes (mounted by ``server.py``)."""
+    return ServerlessAPI(runtime).routes()

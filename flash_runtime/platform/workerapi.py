@@ -1,0 +1,196 @@
+"""The worker job protocol of the ``runpod`` SDK (1.12), served for queue-based endpoints.
+
+Workers get these URLs in ``RUNPOD_WEBHOOK_*`` (see ``supervisor.worker_environment``) and
+authenticate with the raw worker key in ``Authorization``:
+
+* ``GET  /v2/{eid}/job-take/{worker}?...&job_in_progress=0|1`` — long-poll: held until a job is
+  queued or ``long_poll_s`` passes; 200 with ``{"id", "input"}`` or 204.
+* ``GET  /v2/{eid}/job-take-batch/{worker}?...&batch_size=N`` — the same, a JSON list of up to N.
+* ``POST /v2/{eid}/job-done/{worker}/{job}?...&isStream=false|true`` — the result. The SDK labels
+  the body form-encoded but sends JSON text: it is parsed as JSON whatever the content type.
+  ``isStream=true`` marks the final post of a generator job.
+* ``POST /v2/{eid}/job-stream/{worker}/{job}`` — one streamed chunk, ``{"output": ...}``.
+* ``GET  /v2/{eid}/ping/{worker}?...&job_id=a,b&runpod_version=...`` — heartbeat.
+* ``GET  /v2/{eid}/job-stop/{worker}`` — long-poll: ``{"jobsToStop": [ids]}`` when a job the
+  worker runs was cancelled or timed out, else 204.
+
+A draining worker (SIGTERM sent) gets no more jobs; its polls are answered within a second so its
+loop can see the signal and wind down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .jobs import Job
+from .runtime import EndpointState, PlatformRuntime
+from .serverless import JSONResponse, error
+from .supervisor import Worker, WorkerState
+
+DRAINING_HOLD_S = 1.0  # poll hold for draining workers: long enough not to spin, short to exit
+NO_CONTENT = 204
+OK = b"{}"
+
+
+def _job_body(job: Job) -> bytes:
+    # The stored input is JSON text already: splice it in rather than re-encoding it.
+    return b'{"id":' + orjson.dumps(job.id) + b',"input":' + job.input + b"}"
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Return when the client closes the connection (the request has no body to read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class WorkerAPI:
+    """Handlers of the worker protocol."""
+
+    def __init__(self, runtime: PlatformRuntime) -> None:
+        self.runtime = runtime
+        self.jobs = runtime.jobs
+        self.key = runtime.worker_key.encode()
+
+    def routes(self) -> list[BaseRoute]:
+        prefix = "/v2/{endpoint_id}"
+        return [
+            Route(f"{prefix}/job-take/{{worker_id}}", self.take, methods=["GET"]),
+            Route(f"{prefix}/job-take-batch/{{worker_id}}", self.take_batch, methods=["GET"]),
+            Route(f"{prefix}/job-done/{{worker_id}}/{{job_id}}", self.done, methods=["POST"]),
+            Route(f"{prefix}/job-stream/{{worker_id}}/{{job_id}}", self.stream, methods=["POST"]),
+            Route(f"{prefix}/ping/{{worker_id}}", self.ping, methods=["GET"]),
+            Route(f"{prefix}/job-stop/{{worker_id}}", self.stop, methods=["GET"]),
+        ]
+
+    def _worker(self, request: Request) -> tuple[EndpointState, Worker] | JSONResponse:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header[:7].lower() == "bearer " else header
+        if not secrets.compare_digest(token.strip().encode(), self.key):
+            return error(401, "unauthorized: not this platform's worker key")
+        endpoint_id = request.path_params["endpoint_id"]
+        ep = self.runtime.endpoint(endpoint_id)
+        if ep is None or ep.spec.type != "qb":
+            return error(404, f"queue endpoint {endpoint_id!r} not found")
+        return ep, self.runtime.worker(ep, request.path_params["worker_id"])
+
+    async def take(self, request: Request) -> Response:
+        return await self._take(request, 1, batch=False)
+
+    async def take_batch(self, request: Request) -> Response:
+        raw = request.query_params.get("batch_size", "1")
+        return await self._take(request, max(1, int(raw)) if raw.isdigit() else 1, batch=True)
+
+    async def _take(self, request: Request, limit: int, *, batch: bool) -> Response:
+        found = self._worker(request)
+        if isinstance(found, JSONResponse):
+            return found
+        ep, worker = found
+        if worker.state is WorkerState.STARTING:
+            self.runtime.worker_ready(ep, worker)
+        hold = self.runtime.settings.long_poll_s
+        if not worker.serving:
+            await asyncio.sleep(DRAINING_HOLD_S)
+            return Response(status_code=NO_CONTENT)
+        # A job handed to a poll whose worker already hung up would sit leased to a live
+        # worker that never saw it: watch the connection and stop taking once it is gone.
+        gone = asyncio.ensure_future(_until_disconnect(request.receive))
+        gone.add_done_callback(lambda task: self._hung_up(task, worker))
+        try:
+            taken = await self.jobs.take(
+                ep.id,
+                worker.id,
+                limit,
+                hold,
+                lambda: worker.serving and not gone.done(),
+            )
+        finally:
+            gone.cancel()
+        if not taken:
+            return Response(status_code=NO_CONTENT)
+        worker.last_active = time.monotonic()
+        if batch:
+            body = b"[" + b",".join(_job_body(job) for job in taken) + b"]"
+        else:
+            body = _job_body(taken[0])
+        return Response(body, media_type="application/json")
+
+    def _hung_up(self, task: asyncio.Future[None], worker: Worker) -> None:
+        if not task.cancelled():
+            self.jobs.release_parked(worker.id)
+
+    async def done(self, request: Request) -> Response:
+        found = self._worker(request)
+        if isinstance(found, JSONResponse):
+            return found
+        ep, worker = found
+        body = await request.body()
+        try:
+            result = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError as err:
+            return error(400, f"job-done body is not JSON: {err}")
+        job_id = request.path_params["job_id"]
+        existing = self.jobs.get(job_id)
+        if existing is not None and existing.endpoint_id == ep.id:
+            self.jobs.finish(worker.id, job_id, result)
+        worker.last_active = time.monotonic()
+        if isinstance(result, dict) and result.get("stopPod"):
+            self.runtime.refresh_worker(worker)
+        # Always 200: a dropped late result must not make the SDK retry.
+        return Response(OK, media_type="application/json")
+
+    async def stream(self, request: Request) -> Response:
+        found = self._worker(request)
+        if isinstance(found, JSONResponse):
+            return found
+        ep, worker = found
+        body = await request.body()
+        try:
+            chunk = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as err:
+            return error(400, f"job-stream body is not JSON: {err}")
+        job_id = request.path_params["job_id"]
+        existing = self.jobs.get(job_id)
+        if existing is not None and existing.endpoint_id == ep.id:
+            self.jobs.add_chunk(job_id, chunk)
+        worker.last_active = time.monotonic()
+        return Response(OK, media_type="application/json")
+
+    async def ping(self, request: Request) -> Response:
+        found = self._worker(request)
+        if isinstance(found, JSONResponse):
+            return found
+        _, worker = found
+        query = request.query_params
+        # The runpod SDK's pings (and ours) always carry runpod_version and list the jobs in
+        # progress in job_id (left out when there are none); other clients are not checked.
+        if "runpod_version" in query:
+            reported = query.get("job_id") or ""
+            self.runtime.reconcile(worker, {i for i in reported.split(",") if i})
+        return Response(OK, media_type="application/json")
+
+    async def stop(self, request: Request) -> Response:
+        found = self._worker(request)
+        if isinstance(found, JSONResponse):
+            return found
+        _, worker = found
+        hold = self.runtime.settings.long_poll_s if worker.serving else DRAINING_HOLD_S
+        ids = await worker.next_stops(hold)
+        if ids:
+            return JSONResponse({"jobsToStop": ids})
+        return Response(status_code=NO_CONTENT)
+
+
+def routes(runtime: PlatformRuntime) -> list[BaseRoute]:
+    """The worker protocol routes (mounted by ``server.py``)."""
+    return WorkerAPI(runtime).routes()
