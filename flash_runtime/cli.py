@@ -14,6 +14,12 @@ from . import __version__
 COMMANDS: dict[str, str] = {
     "build": "flash_runtime.pack.cli:build_command",
     "init": "flash_runtime.pack.cli:init_command",
+    "deploy": "flash_runtime.deploy.cli:deploy_command",
+    "undeploy": "flash_runtime.deploy.cli:undeploy_command",
+    "app": "flash_runtime.deploy.cli:app_group",
+    "env": "flash_runtime.deploy.cli:env_group",
+    "logs": "flash_runtime.platform.cli:logs_command",
+    "platform": "flash_runtime.platform.cli:platform_group",
 }
 
 

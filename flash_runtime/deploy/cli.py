@@ -1,0 +1,391 @@
+"""The deploy commands: ``flash deploy``, ``flash undeploy``, ``flash app ...``, ``flash env ...``.
+
+Plain click objects that the ``flash`` group mounts. Each resolves the target platform
+(``--platform``, default local unless ``RUNPOD_API_KEY`` holds a Runpod key), runs the operation
+through the control-plane client and prints the outcome; ``--json`` prints data for scripts
+instead. Expected failures (FlashError) print their message in red and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import FlashError
+from .target import PLATFORMS, Target
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str) -> None:
+    from rich.text import Text
+
+    _console(stderr=True).print(Text(f"Error: {message}", style="red"), soft_wrap=True)
+    sys.exit(1)
+
+
+def _handles_errors(command: F) -> F:
+    """Turns FlashError into a red message and exit code 1, Ctrl-C into "cancelled"."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FlashError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            _console(stderr=True).print("[yellow]cancelled[/yellow]")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _platform_option(command: F) -> F:
+    return click.option(
+        "--platform",
+        type=click.Choice(PLATFORMS),
+        help="The platform: local, or Runpod (needs RUNPOD_API_KEY). Default: local, unless "
+        "RUNPOD_API_KEY holds a Runpod key.",
+    )(command)
+
+
+def _json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(command)
+
+
+def _app_option(command: F) -> F:
+    return click.option(
+        "--app",
+        "app_name",
+        help="The app (default: the current directory's name, as `flash deploy` names it).",
+    )(command)
+
+
+def _default_app(app_name: str | None) -> str:
+    return app_name or Path.cwd().name
+
+
+def _call(target: Target, operation: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``operation(client)`` with a control-plane client for ``target``."""
+    from .client import ControlPlaneClient
+
+    async def run() -> T:
+        async with ControlPlaneClient(target) as client:
+            return await operation(client)
+
+    return asyncio.run(run())
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes and not click.confirm(question, default=False):
+        _console(stderr=True).print("cancelled")
+        sys.exit(1)
+
+
+# flash deploy / undeploy
+
+
+@click.command("deploy")
+@click.option(
+    "--env", "env_name", default="production", show_default=True, help="Environment to deploy to."
+)
+@_app_option
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="PKG[,PKG...]",
+    help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
+)
+@click.option(
+    "--no-deps", is_flag=True, help="Install the listed requirements without their dependencies."
+)
+@_platform_option
+@_json_option
+@_handles_errors
+def deploy_command(
+    env_name: str,
+    app_name: str | None,
+    exclude: tuple[str, ...],
+    no_deps: bool,
+    platform: str | None,
+    as_json: bool,
+) -> None:
+    """Build the project and deploy it to an environment of its app.
+
+    Creates the app and the environment when they do not exist, uploads the build, rolls the
+    environment onto it and creates, updates or deletes endpoints to match the manifest. The
+    local platform is started when it is not running.
+    """
+    from .deployer import deploy
+    from .summary import print_deployment
+    from .target import resolve
+
+    console = _console(stderr=as_json)
+    target = resolve(platform, start=True)
+    console.print(f"[dim]Deploying to the {target.platform} platform at {target.api_url}[/dim]")
+    result = deploy(
+        Path.cwd(),
+        target,
+        app_name=app_name,
+        environment_name=env_name,
+        exclude=exclude,
+        no_deps=no_deps,
+        console=console,
+    )
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        print_deployment(console, result, target)
+
+
+@click.command("undeploy")
+@click.option(
+    "--env", "env_name", default="production", show_default=True, help="Environment to empty."
+)
+@_app_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_platform_option
+@_handles_errors
+def undeploy_command(env_name: str, app_name: str | None, yes: bool, platform: str | None) -> None:
+    """Delete the endpoints of an environment (the environment and its builds stay)."""
+    from .client import ControlPlaneClient
+    from .manage import remove_endpoints
+    from .target import resolve
+
+    app = _default_app(app_name)
+    target = resolve(platform)
+
+    async def lookup(client: ControlPlaneClient) -> dict[str, Any]:
+        found = await client.app_by_name(app)
+        env = await client.environment_by_name(found["id"], env_name)
+        return await client.environment(env["id"])
+
+    environment = _call(target, lookup)
+    console = _console()
+    if not environment.get("endpoints"):
+        console.print(f"Nothing to undeploy: {app}/{env_name} has no endpoints.")
+        return
+    names = ", ".join(ep["name"] for ep in environment["endpoints"])
+    _confirm(f"Delete the endpoints of {app}/{env_name} ({names})?", yes)
+    removed = _call(target, lambda client: remove_endpoints(client, environment))
+    for endpoint in removed:
+        console.print(
+            f"[green]✓[/green] deleted endpoint {endpoint['name']} [dim]{endpoint['id']}[/dim]"
+        )
+
+
+# flash app ...
+
+
+@click.group("app")
+def app_group() -> None:
+    """List, inspect, create and delete apps."""
+
+
+@app_group.command("list")
+@_platform_option
+@_json_option
+@_handles_errors
+def app_list(platform: str | None, as_json: bool) -> None:
+    """List the apps with their environments."""
+    from .target import resolve
+
+    apps = _call(resolve(platform), lambda client: client.list_apps())
+    if as_json:
+        _echo_json(apps)
+        return
+    console = _console()
+    if not apps:
+        console.print("No apps yet: `flash deploy` creates one.")
+        return
+    width = max(len(app["name"]) for app in apps)
+    for app in apps:
+        envs = ", ".join(f"{e['name']} ({e['state']})" for e in app["flashEnvironments"]) or "-"
+        builds = len(app["flashBuilds"])
+        console.print(f"  {app['name']:<{width}}  [dim]{builds} build(s)[/dim]  {envs}")
+
+
+@app_group.command("get")
+@click.argument("name")
+@_platform_option
+@_json_option
+@_handles_errors
+def app_get(name: str, platform: str | None, as_json: bool) -> None:
+    """Show an app: its environments and latest builds."""
+    from .target import resolve
+
+    app = _call(resolve(platform), lambda client: client.app_by_name(name))
+    if as_json:
+        _echo_json(app)
+        return
+    console = _console()
+    console.print(f"[bold]{app['name']}[/bold] [dim]{app['id']}[/dim]")
+    envs = app["flashEnvironments"]
+    if not envs:
+        console.print("  no environments: `flash deploy --app NAME --env ENV` creates one")
+    for env in envs:
+        build = (env.get("activeBuildId") or "-")[:8]
+        console.print(f"  {env['name']}  {env['state']}  [dim]build {build}[/dim]")
+    builds = app["flashBuilds"]
+    console.print(f"  [dim]{len(builds)} build(s)[/dim]")
+    for build in builds[:3]:
+        console.print(f"  [dim]{build['id'][:8]}  {build['createdAt']}[/dim]")
+
+
+@app_group.command("create")
+@click.argument("name")
+@_platform_option
+@_handles_errors
+def app_create(name: str, platform: str | None) -> None:
+    """Create an app (`flash deploy` creates it too when needed)."""
+    from .target import resolve
+
+    app = _call(resolve(platform), lambda client: client.create_app(name))
+    _console().print(f"[green]✓[/green] created app {app['name']} [dim]{app['id']}[/dim]")
+
+
+@app_group.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_platform_option
+@_handles_errors
+def app_delete(name: str, yes: bool, platform: str | None) -> None:
+    """Delete an app with all its environments, endpoints and builds."""
+    from .manage import delete_app
+    from .target import resolve
+
+    target = resolve(platform)
+    app = _call(target, lambda client: client.app_by_name(name))
+    envs = ", ".join(e["name"] for e in app["flashEnvironments"]) or "none"
+    _confirm(f"Delete app {name} and everything in it (environments: {envs})?", yes)
+    removed = _call(target, lambda client: delete_app(client, app))
+    console = _console()
+    for endpoint in removed:
+        console.print(f"[green]✓[/green] deleted endpoint {endpoint}")
+    console.print(f"[green]✓[/green] deleted app {name}")
+
+
+# flash env ...
+
+
+@click.group("env")
+def env_group() -> None:
+    """List, inspect, create and delete the environments of an app."""
+
+
+@env_group.command("list")
+@_app_option
+@_platform_option
+@_json_option
+@_handles_errors
+def env_list(app_name: str | None, platform: str | None, as_json: bool) -> None:
+    """List the app's environments."""
+    from .target import resolve
+
+    app_ = _default_app(app_name)
+    app = _call(resolve(platform), lambda client: client.app_by_name(app_))
+    envs = app["flashEnvironments"]
+    if as_json:
+        _echo_json(envs)
+        return
+    console = _console()
+    if not envs:
+        console.print(f"App {app_} has no environments: `flash deploy --env NAME` creates one.")
+        return
+    width = max(len(env["name"]) for env in envs)
+    for env in envs:
+        build = (env.get("activeBuildId") or "-")[:8]
+        console.print(f"  {env['name']:<{width}}  {env['state']:<9}  [dim]build {build}[/dim]")
+
+
+@env_group.command("get")
+@click.argument("name")
+@_app_option
+@_platform_option
+@_json_option
+@_handles_errors
+def env_get(name: str, app_name: str | None, platform: str | None, as_json: bool) -> None:
+    """Show an environment: its state, build and endpoints with their URLs."""
+    from .manage import environment_details
+    from .target import resolve
+
+    app = _default_app(app_name)
+    details = _call(resolve(platform), lambda client: environment_details(client, app, name))
+    if as_json:
+        _echo_json(details)
+        return
+    console = _console()
+    build = (details["activeBuildId"] or "-")[:8]
+    console.print(f"[bold]{app}/{name}[/bold]  {details['state']}  [dim]build {build}[/dim]")
+    if not details["endpoints"]:
+        console.print(f"  no endpoints: `flash deploy --env {name}` creates them")
+    for ep in details["endpoints"]:
+        console.print(
+            f"  {ep['resource']}  {ep['type']}  {ep['url'] or '-'}  [dim]{ep['id']}[/dim]"
+        )
+
+
+@env_group.command("create")
+@click.argument("name")
+@_app_option
+@_platform_option
+@_handles_errors
+def env_create(name: str, app_name: str | None, platform: str | None) -> None:
+    """Create an environment (and its app if needed)."""
+    from .manage import create_environment
+    from .target import resolve
+
+    app = _default_app(app_name)
+    env, created_app = _call(
+        resolve(platform), lambda client: create_environment(client, app, name)
+    )
+    console = _console()
+    if created_app:
+        console.print(f"[green]✓[/green] created app {app}")
+    console.print(f"[green]✓[/green] created environment {env['name']} [dim]{env['id']}[/dim]")
+
+
+@env_group.command("delete")
+@click.argument("name")
+@_app_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_platform_option
+@_handles_errors
+def env_delete(name: str, app_name: str | None, yes: bool, platform: str | None) -> None:
+    """Delete an environment and its endpoints."""
+    from .manage import delete_environment
+    from .target import resolve
+
+    app = _default_app(app_name)
+    target = resolve(platform)
+
+    async def lookup(client: Any) -> dict[str, Any]:
+        found = await client.app_by_name(app)
+        return dict(await client.environment_by_name(found["id"], name))
+
+    env = _call(target, lookup)
+    endpoints = ", ".join(ep["name"] for ep in env.get("endpoints") or []) or "none"
+    _confirm(f"Delete environment {app}/{name} and its endpoints ({endpoints})?", yes)
+    removed = _call(target, lambda client: delete_environment(client, env["id"]))
+    console = _console()
+    for endpoint in removed:
+        console.print(f"[green]✓[/green] deleted endpoint {endpoint}")
+    console.print(f"[green]✓[/green] deleted environment {app}/{name}")

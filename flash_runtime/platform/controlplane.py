@@ -1,0 +1,657 @@
+"""The control plane: Runpod's Flash GraphQL API at ``/graphql``, on the local platform.
+
+It keeps apps, environments, builds and endpoints in the platform database and decides *what*
+runs; the runtime (``model.Runtime``) makes it run. Saving an endpoint applies it to the runtime;
+deleting one removes it; deploying a build to an environment rolls that environment's endpoints
+onto the build. Each environment is changed under its own lock, so concurrent deploys to one
+environment queue up and environments never affect each other.
+
+The schema is ``schema.graphql`` (one SDL file); resolvers are bound to it here. Requests need
+``Authorization: Bearer <platform key>`` (or Runpod's ``?api_key=``); errors come back in the
+standard ``{"errors": [...]}`` shape with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    build_schema,
+    execute,
+    parse,
+    validate,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import manifest as manifest_schema
+from ..errors import FlashError, ManifestError
+from ..pack.builder import max_artifact_bytes
+from .config import PlatformConfig
+from .controlplane_store import ControlPlaneStore
+from .model import EndpointSpec, Runtime
+from .serverless import bearer_ok
+from .uploads import (
+    UPLOAD_TTL_SECONDS,
+    download_url,
+    purge_expired_uploads,
+    remove_artifact_if_unused,
+    upload_routes,
+    upload_url,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
+ENDPOINT_TYPES = ("QB", "LB")
+SCALER_TYPES = ("QUEUE_DELAY", "REQUEST_COUNT")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# EndpointInput fields kept as given (the rest are columns or the template).
+_SETTINGS = (
+    "gpuIds",
+    "gpuCount",
+    "instanceIds",
+    "workersMin",
+    "workersMax",
+    "workersStandby",
+    "workersPFBTarget",
+    "idleTimeout",
+    "scalerType",
+    "scalerValue",
+    "executionTimeoutMs",
+    "locations",
+    "networkVolumeId",
+    "networkVolumeIds",
+    "minCudaVersion",
+    "allowedCudaVersions",
+    "flashBootType",
+)
+
+
+class OperationError(Exception):
+    """An operation the control plane refuses or cannot complete; the message goes to the
+    client as is, so it says what was wrong and what to do."""
+
+
+@cache
+def _sdl() -> str:
+    return SCHEMA_PATH.read_text()
+
+
+def _iso(unix_time: float) -> str:
+    return (
+        datetime.fromtimestamp(unix_time, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def _check_name(kind: str, name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+        raise OperationError(
+            f"invalid {kind} name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'"
+        )
+    return name
+
+
+class ControlPlane:
+    """The control plane's operations; the GraphQL resolvers are thin wrappers around them."""
+
+    def __init__(self, db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> None:
+        self.store = ControlPlaneStore(db)
+        self.runtime = runtime
+        self.config = config
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, environment_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(environment_id, asyncio.Lock())
+
+    # lookups that fail with a message naming what is missing
+
+    def app(self, app_id: str) -> dict[str, Any]:
+        app = self.store.app(app_id)
+        if app is None:
+            raise OperationError(f"app not found: no app has id {app_id!r}")
+        return app
+
+    def app_by_name(self, name: str) -> dict[str, Any]:
+        app = self.store.app_by_name(name)
+        if app is None:
+            raise OperationError(
+                f"app not found: no app is named {name!r} (`flash app list` shows the apps)"
+            )
+        return app
+
+    def environment(self, environment_id: str) -> dict[str, Any]:
+        env = self.store.environment(environment_id)
+        if env is None:
+            raise OperationError(f"environment not found: no environment has id {environment_id!r}")
+        return env
+
+    def environment_by_name(self, app_id: str, name: str) -> dict[str, Any]:
+        app = self.app(app_id)
+        env = self.store.environment_by_name(app_id, name)
+        if env is None:
+            raise OperationError(
+                f"environment not found: app {app['name']!r} has no environment {name!r}"
+            )
+        return env
+
+    def build(self, build_id: str) -> dict[str, Any]:
+        build = self.store.build(build_id)
+        if build is None:
+            raise OperationError(f"build not found: no build has id {build_id!r}")
+        return build
+
+    def endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self.store.endpoint(endpoint_id)
+        if endpoint is None:
+            raise OperationError(f"endpoint not found: no endpoint has id {endpoint_id!r}")
+        return endpoint
+
+    # apps and environments
+
+    def create_app(self, name: str) -> dict[str, Any]:
+        name = _check_name("app", name)
+        if self.store.app_by_name(name) is not None:
+            raise OperationError(f"an app named {name!r} already exists")
+        return self.store.create_app(name)
+
+    async def delete_app(self, app_id: str) -> bool:
+        self.app(app_id)
+        for env in self.store.environments(app_id):
+            await self.delete_environment(env["id"])
+        artifacts = {build["artifact"] for build in self.store.builds(app_id)}
+        self.store.delete_app(app_id)
+        for name in artifacts:
+            remove_artifact_if_unused(self.store, self.config, name)
+        return True
+
+    def create_environment(self, app_id: str, name: str) -> dict[str, Any]:
+        app = self.app(app_id)
+        name = _check_name("environment", name)
+        if self.store.environment_by_name(app_id, name) is not None:
+            raise OperationError(f"app {app['name']!r} already has an environment {name!r}")
+        return self.store.create_environment(app_id, name)
+
+    async def delete_environment(self, environment_id: str) -> bool:
+        self.environment(environment_id)
+        async with self._lock(environment_id):
+            for endpoint in self.store.endpoints(environment_id):
+                await self._remove(endpoint)
+            self.store.delete_environment(environment_id)
+        self._locks.pop(environment_id, None)
+        return True
+
+    # artifacts and builds
+
+    def prepare_upload(self, app_id: str, size: int, base_url: str) -> dict[str, Any]:
+        self.app(app_id)
+        limit = max_artifact_bytes()
+        if size <= 0:
+            raise OperationError(f"tarballSize must be a positive number of bytes, not {size}")
+        if size > limit:
+            raise OperationError(
+                f"the artifact is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit "
+                "(FLASH_MAX_ARTIFACT_MB); leave packages out with `--exclude`"
+            )
+        purge_expired_uploads(self.store, self.config)
+        object_key = f"flash/{app_id}/{uuid.uuid4().hex}.tar.gz"
+        expires_at = time.time() + UPLOAD_TTL_SECONDS
+        token = self.store.create_upload(app_id, object_key, size, expires_at)
+        return {
+            "uploadUrl": upload_url(base_url, token),
+            "objectKey": object_key,
+            "expiresAt": _iso(expires_at),
+        }
+
+    def finalize_upload(self, app_id: str, object_key: str, manifest: Any) -> dict[str, Any]:
+        self.app(app_id)
+        upload = self.store.upload_by_key(object_key)
+        if upload is None or upload["app_id"] != app_id:
+            raise OperationError(
+                f"no pending upload {object_key!r} for this app; call "
+                "prepareFlashArtifactUpload, PUT the tarball to its uploadUrl, then finalize"
+            )
+        if not upload["artifact"]:
+            raise OperationError(
+                f"nothing has been uploaded for {object_key!r} yet: PUT the tarball to the "
+                "uploadUrl first"
+            )
+        return self.store.create_build(upload, _valid_manifest(manifest))
+
+    def update_build_manifest(self, build_id: str, manifest: Any) -> dict[str, Any]:
+        self.build(build_id)
+        self.store.set_build_manifest(build_id, _valid_manifest(manifest))
+        return self.build(build_id)
+
+    async def deploy_build(self, environment_id: str, build_id: str) -> dict[str, Any]:
+        env = self.environment(environment_id)
+        build = self.build(build_id)
+        if build["appId"] != env["appId"]:
+            raise OperationError(
+                f"build {build_id} belongs to another app than environment {env['name']!r}"
+            )
+        resources = build["manifest"].get("resources", {})
+        async with self._lock(environment_id):
+            self.environment(environment_id)  # still there after waiting for the lock
+            self.store.set_environment_state(environment_id, "deploying", build_id)
+            # Endpoints whose resource the new build lacks keep their build: the deployer
+            # deletes them next, and rolling them would start workers that cannot boot.
+            rolling = [
+                ep for ep in self.store.endpoints(environment_id) if ep["resourceName"] in resources
+            ]
+            try:
+                await asyncio.gather(*(self._apply(ep, build) for ep in rolling))
+            except Exception:
+                self.store.set_environment_state(environment_id, "failed")
+                raise
+            for ep in rolling:
+                self.store.set_endpoint_build(ep["id"], build_id)
+            self.store.set_environment_state(environment_id, "deployed")
+        return self.environment(environment_id)
+
+    def active_artifact(self, env: dict[str, Any], base_url: str) -> dict[str, Any] | None:
+        if not env["activeBuildId"]:
+            return None
+        build = self.build(env["activeBuildId"])
+        url, expires = download_url(base_url, build["objectKey"], self.config.api_key)
+        return {"objectKey": build["objectKey"], "downloadUrl": url, "expiresAt": _iso(expires)}
+
+    # endpoints
+
+    async def save_endpoint(self, data: dict[str, Any]) -> dict[str, Any]:
+        existing = self.endpoint(data["id"]) if data.get("id") else None
+        env_id = data.get("flashEnvironmentId") or (existing or {}).get("flashEnvironmentId")
+        if not env_id:
+            raise OperationError(
+                "flashEnvironmentId is required: the local platform runs Flash endpoints only "
+                "(deploy them with `flash deploy`)"
+            )
+        if existing and existing["flashEnvironmentId"] != env_id:
+            raise OperationError(
+                f"endpoint {existing['id']} belongs to another environment; an endpoint cannot "
+                "move between environments (delete it and create a new one)"
+            )
+        env = self.environment(env_id)
+        if not env["activeBuildId"]:
+            raise OperationError(
+                f"environment {env['name']!r} has no build yet: deploy one to it "
+                "(deployBuildToEnvironment) before saving its endpoints"
+            )
+        build = self.build(env["activeBuildId"])
+        template_id, template = self._template_for(data, existing)
+        template_env = {kv["key"]: kv["value"] for kv in template.get("env") or []}
+        name = _check_name("endpoint", data["name"])
+        resource_name = self._resource_for(name, template_env, build)
+        endpoint_type = self._type_for(data, template_env, build, resource_name)
+        settings = _settings(data)
+
+        async with self._lock(env_id):
+            self.environment(env_id)  # still there after waiting for the lock
+            self.store.set_environment_state(env_id, "updating")
+            endpoint = self.store.save_endpoint(
+                existing["id"] if existing else None,
+                environment_id=env_id,
+                build_id=build["id"],
+                name=name,
+                resource_name=resource_name,
+                type=endpoint_type,
+                template_id=template_id,
+                settings=settings,
+            )
+            try:
+                await self._apply(endpoint, build)
+            except Exception:
+                if existing is None:
+                    self.store.delete_endpoint(endpoint["id"])
+                self.store.set_environment_state(env_id, "failed")
+                raise
+            self.store.set_environment_state(env_id, "deployed")
+        return endpoint
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        endpoint = self.endpoint(endpoint_id)
+        env_id = endpoint["flashEnvironmentId"]
+        async with self._lock(env_id):
+            self.endpoint(endpoint_id)  # still there after waiting for the lock
+            self.store.set_environment_state(env_id, "updating")
+            await self._remove(endpoint)
+            self.store.set_environment_state(env_id, "deployed")
+        return True
+
+    async def resume(self) -> None:
+        """Applies every stored endpoint to the runtime again (after a platform restart); an
+        endpoint that cannot run fails its environment, and the others still start."""
+        for endpoint in self.store.endpoints():
+            try:
+                await self._apply(endpoint, self.build(endpoint["activeBuildid"]))
+            except OperationError:
+                self.store.set_environment_state(endpoint["flashEnvironmentId"], "failed")
+
+    def _template_for(
+        self, data: dict[str, Any], existing: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any]]:
+        if data.get("template") is not None:
+            body = {k: v for k, v in data["template"].items() if v is not None}
+            return self.store.create_template(body), body
+        template_id = data.get("templateId") or (existing or {}).get("templateId")
+        if not template_id:
+            raise OperationError(
+                "an endpoint needs a template: give `template` (image and env) or `templateId`"
+            )
+        template = self.store.template(template_id)
+        if template is None:
+            raise OperationError(f"template not found: no template has id {template_id!r}")
+        return template_id, template
+
+    @staticmethod
+    def _resource_for(name: str, template_env: dict[str, str], build: dict[str, Any]) -> str:
+        resources = build["manifest"].get("resources", {})
+        resource = template_env.get("FLASH_RESOURCE_NAME") or name
+        if resource not in resources:
+            known = ", ".join(sorted(resources)) or "none"
+            raise OperationError(
+                f"endpoint {name!r} serves resource {resource!r}, which the environment's build "
+                f"does not have (it has: {known}); set FLASH_RESOURCE_NAME in the template env"
+            )
+        return resource
+
+    @staticmethod
+    def _type_for(
+        data: dict[str, Any], template_env: dict[str, str], build: dict[str, Any], resource: str
+    ) -> str:
+        manifest_type = (
+            "LB" if build["manifest"]["resources"][resource].get("is_load_balanced") else "QB"
+        )
+        given = data.get("type") or template_env.get("FLASH_ENDPOINT_TYPE") or manifest_type
+        given = given.upper()
+        if given not in ENDPOINT_TYPES:
+            raise OperationError(f"endpoint type {given!r} is not one of QB, LB")
+        if given != manifest_type:
+            kind = "load-balanced" if manifest_type == "LB" else "queue-based"
+            raise OperationError(
+                f"endpoint type {given} does not match resource {resource!r}, which is {kind} "
+                f"in the build's manifest"
+            )
+        return given
+
+    def _spec(self, endpoint: dict[str, Any], build: dict[str, Any]) -> EndpointSpec:
+        template = self.store.template(endpoint["templateId"]) or {}
+        env = {kv["key"]: kv["value"] for kv in template.get("env") or []}
+        manifest = build["manifest"]
+        resource = manifest["resources"][endpoint["resourceName"]]
+        defaults = EndpointSpec.__dataclass_fields__
+
+        def setting(key: str, field: str) -> Any:
+            value = endpoint.get(key)
+            return defaults[field].default if value is None else value
+
+        return EndpointSpec(
+            id=endpoint["id"],
+            name=endpoint["name"],
+            resource_name=endpoint["resourceName"],
+            type="lb" if endpoint["type"] == "LB" else "qb",
+            app_id=build["appId"],
+            environment_id=endpoint["flashEnvironmentId"],
+            build_id=build["id"],
+            artifact_path=self.config.artifacts_dir / build["artifact"],
+            python_version=str(manifest.get("python_version") or ""),
+            workers_min=setting("workersMin", "workers_min"),
+            workers_max=setting("workersMax", "workers_max"),
+            idle_timeout=setting("idleTimeout", "idle_timeout"),
+            scaler_type=setting("scalerType", "scaler_type"),
+            scaler_value=setting("scalerValue", "scaler_value"),
+            execution_timeout_ms=setting("executionTimeoutMs", "execution_timeout_ms"),
+            max_concurrency=int(resource.get("max_concurrency") or 1),
+            env=env,
+        )
+
+    def _record_url(self, build_id: str, resource: str, url: str | None) -> None:
+        """Keeps ``resources_endpoints`` of a build's manifest true to what runs.
+
+        Local load-balanced URLs are ports the runtime picks (and may change on a restart), so
+        no client can derive them from the endpoint id as it can on Runpod; recording them here
+        lets the deployer and cross-endpoint discovery read them from the manifest.
+        """
+        build = self.store.build(build_id)
+        if build is None:
+            return
+        manifest = build["manifest"]
+        urls = dict(manifest.get("resources_endpoints") or {})
+        if url is None:
+            urls.pop(resource, None)
+        else:
+            urls[resource] = url
+        manifest["resources_endpoints"] = urls
+        self.store.set_build_manifest(build_id, manifest)
+
+    async def _apply(self, endpoint: dict[str, Any], build: dict[str, Any]) -> str:
+        try:
+            url = await self.runtime.apply(self._spec(endpoint, build))
+        except Exception as exc:
+            log.exception("runtime.apply failed for endpoint %s", endpoint["id"])
+            raise OperationError(
+                f"the platform could not run endpoint {endpoint['name']!r} ({endpoint['id']}): "
+                f"{exc}; see the platform log"
+            ) from exc
+        self._record_url(build["id"], endpoint["resourceName"], url)
+        return url
+
+    async def _remove(self, endpoint: dict[str, Any]) -> None:
+        url = self.runtime.url_of(endpoint["id"])
+        try:
+            await self.runtime.remove(endpoint["id"])
+        except Exception as exc:
+            log.exception("runtime.remove failed for endpoint %s", endpoint["id"])
+            raise OperationError(
+                f"the platform could not stop endpoint {endpoint['name']!r} ({endpoint['id']}): "
+                f"{exc}; see the platform log"
+            ) from exc
+        self.store.delete_endpoint(endpoint["id"])
+        build = self.store.build(endpoint["activeBuildid"])
+        recorded = (build or {}).get("manifest", {}).get("resources_endpoints") or {}
+        if url is not None and recorded.get(endpoint["resourceName"]) == url:
+            self._record_url(endpoint["activeBuildid"], endpoint["resourceName"], None)
+
+
+def _valid_manifest(manifest: Any) -> dict[str, Any]:
+    try:
+        manifest_schema.from_builtins(manifest, "manifest")
+    except ManifestError as exc:
+        raise OperationError(str(exc)) from None
+    return cast(dict[str, Any], manifest)
+
+
+def _settings(data: dict[str, Any]) -> dict[str, Any]:
+    settings = {key: data[key] for key in _SETTINGS if data.get(key) is not None}
+    workers_min = settings.get("workersMin", 0)
+    workers_max = settings.get(
+        "workersMax", EndpointSpec.__dataclass_fields__["workers_max"].default
+    )
+    if workers_min < 0 or workers_max < 1 or workers_min > workers_max:
+        raise OperationError(
+            f"workersMin {workers_min} and workersMax {workers_max}: need 0 <= workersMin <= "
+            "workersMax and workersMax >= 1"
+        )
+    scaler = settings.get("scalerType")
+    if scaler is not None and scaler not in SCALER_TYPES:
+        raise OperationError(f"scalerType {scaler!r} is not one of {', '.join(SCALER_TYPES)}")
+    return settings
+
+
+# GraphQL binding
+
+Resolver = Callable[..., Any]
+
+
+def _base_url(info: Any) -> str:
+    request: Request = info.context["request"]
+    return str(request.base_url).rstrip("/")
+
+
+def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
+    """``{type: {field: resolver}}``; other fields read the same-named key of the parent dict."""
+    store = cp.store
+    return {
+        "Query": {
+            "myself": lambda _, info: {"id": "local"},
+            "flashApp": lambda _, info, flashAppId: cp.app(flashAppId),
+            "flashAppByName": lambda _, info, flashAppName: cp.app_by_name(flashAppName),
+            "flashEnvironment": lambda _, info, flashEnvironmentId: cp.environment(
+                flashEnvironmentId
+            ),
+            "flashEnvironmentByName": lambda _, info, input: cp.environment_by_name(
+                input["flashAppId"], input["name"]
+            ),
+            "flashBuild": lambda _, info, flashBuildId: cp.build(flashBuildId),
+        },
+        "Mutation": {
+            "createFlashApp": lambda _, info, input: cp.create_app(input["name"]),
+            "deleteFlashApp": lambda _, info, flashAppId: cp.delete_app(flashAppId),
+            "createFlashEnvironment": lambda _, info, input: cp.create_environment(
+                input["flashAppId"], input["name"]
+            ),
+            "deleteFlashEnvironment": lambda _, info, flashEnvironmentId: cp.delete_environment(
+                flashEnvironmentId
+            ),
+            "prepareFlashArtifactUpload": lambda _, info, input: cp.prepare_upload(
+                input["flashAppId"], input["tarballSize"], _base_url(info)
+            ),
+            "finalizeFlashArtifactUpload": lambda _, info, input: cp.finalize_upload(
+                input["flashAppId"], input["objectKey"], input["manifest"]
+            ),
+            "deployBuildToEnvironment": lambda _, info, input: cp.deploy_build(
+                input["flashEnvironmentId"], input["flashBuildId"]
+            ),
+            "updateFlashBuildManifest": lambda _, info, input: cp.update_build_manifest(
+                input["flashBuildId"], input["manifest"]
+            ),
+            "saveEndpoint": lambda _, info, input: cp.save_endpoint(input),
+            "deleteEndpoint": lambda _, info, id: cp.delete_endpoint(id),
+        },
+        "User": {
+            "flashApps": lambda _, info: store.apps(),
+            "endpoint": lambda _, info, id: store.endpoint(id),
+            "endpoints": lambda _, info: store.endpoints(),
+        },
+        "FlashApp": {
+            "flashEnvironments": lambda app, info: store.environments(app["id"]),
+            "flashBuilds": lambda app, info: store.builds(app["id"]),
+        },
+        "FlashEnvironment": {
+            "endpoints": lambda env, info: store.endpoints(env["id"]),
+            "networkVolumes": lambda env, info: [],
+            "activeArtifact": lambda env, info: cp.active_artifact(env, _base_url(info)),
+        },
+        "Endpoint": {
+            "template": lambda ep, info: store.template(ep["templateId"]),
+        },
+        "PodTemplate": {
+            "env": lambda template, info: template.get("env") or [],
+        },
+    }
+
+
+def build_control_plane_schema(cp: ControlPlane) -> GraphQLSchema:
+    """``schema.graphql`` with the control plane's resolvers bound to it."""
+    schema = build_schema(_sdl())
+    for type_name, fields in _resolvers(cp).items():
+        graphql_type = cast(GraphQLObjectType, schema.get_type(type_name))
+        for field_name, resolver in fields.items():
+            graphql_type.fields[field_name].resolve = resolver
+    return schema
+
+
+def _json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error_response(status: int, message: str) -> Response:
+    return _json_response({"errors": [{"message": message}]}, status)
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if original is not None and not isinstance(original, OperationError | FlashError):
+        log.error("control plane resolver failed", exc_info=original)
+        error.message = (
+            f"internal error in the local platform: {type(original).__name__}: {original}"
+        )
+    return cast(dict[str, Any], error.formatted)
+
+
+def _authorized(request: Request, api_key: str) -> bool:
+    """The platform key as a bearer token, or as Runpod's ``?api_key=`` query parameter."""
+    if bearer_ok(request, api_key):
+        return True
+    token = request.query_params.get("api_key", "")
+    return bool(token) and hmac.compare_digest(token.encode(), api_key.encode())
+
+
+def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> list[BaseRoute]:
+    """The control plane's routes: ``POST /graphql`` and the artifact upload and download URLs."""
+    cp = ControlPlane(db, runtime, config)
+    schema = build_control_plane_schema(cp)
+
+    async def graphql_endpoint(request: Request) -> Response:
+        if not _authorized(request, config.api_key):
+            return _error_response(
+                401,
+                "missing or wrong API key: send `Authorization: Bearer <key>`; the local "
+                "platform's key is shown by `flash platform status`",
+            )
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error_response(400, "the request body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return _error_response(400, 'expected a JSON object {"query": ..., "variables": {...}}')
+        # A document that does not parse or validate never runs: that is a bad request (400);
+        # errors while running it come back with the data, as GraphQL does (200).
+        try:
+            document = parse(body["query"])
+        except GraphQLError as error:
+            return _json_response({"errors": [error.formatted]}, 400)
+        invalid = validate(schema, document)
+        if invalid:
+            return _json_response({"errors": [error.formatted for error in invalid]}, 400)
+        variables = body.get("variables")
+        result = execute(
+            schema,
+            document,
+            variable_values=variables if isinstance(variables, dict) else None,
+            operation_name=body.get("operationName"),
+            context_value={"request": request},
+        )
+        if not isinstance(result, ExecutionResult):
+            result = await result
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [_format_error(error) for error in result.errors]
+        return _json_response(payload)
+
+    return [
+        Route("/graphql", graphql_endpoint, methods=["POST"]),
+        *upload_routes(cp.store, config),
+    ]
+
+
+async def resume(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> None:
+    """Re-applies every stored endpoint to ``runtime``; call it when the platform starts."""
+    await ControlPlane(db, runtime, config).resume()

@@ -1,0 +1,206 @@
+"""``flash deploy`` end to end: the CLI in a subprocess, the real platform (started by the deploy
+on a free loopback port in a temporary FLASH_HOME), real workers booted from the artifact. Load-
+balanced routes are called over HTTP, queue-based endpoints with the official ``runpod`` client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runpod
+from test_controlplane import free_port
+
+APPS = Path(__file__).parent / "apps"
+FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
+
+
+@dataclass
+class Platform:
+    """How to run ``flash`` against one private platform."""
+
+    env: dict[str, str]
+    url: str
+
+    def flash(
+        self, *args: str, cwd: Path, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FLASH, *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def deploy(self, project: Path, *args: str) -> dict[str, Any]:
+        done = self.flash("deploy", "--json", *args, cwd=project)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    @property
+    def api_key(self) -> str:
+        done = self.flash("platform", "status", "--json", cwd=Path.cwd())
+        assert done.returncode == 0, done.stderr
+        key: str = json.loads(done.stdout)["api_key"]
+        return key
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+    url = f"http://127.0.0.1:{free_port()}"
+    env.update(FLASH_HOME=str(tmp_path / "flash_home"), FLASH_PLATFORM_URL=url)
+    env["FLASH_PLATFORM_DRAIN_GRACE_S"] = "5"
+    platform = Platform(env, url)
+    try:
+        yield platform
+    finally:
+        platform.flash("platform", "stop", cwd=tmp_path, timeout=60)
+
+
+def project(tmp_path: Path, name: str = "shop") -> Path:
+    target = tmp_path / name
+    shutil.copytree(APPS / "deploy_shop", target)
+    return target
+
+
+def request(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60) -> Any:
+    """``check()``'s first truthy value; rolling workers onto a new build takes a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def endpoints(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {ep["resource"]: ep for ep in result["endpoints"]}
+
+
+def run_sync(platform: Platform, key: str, endpoint_id: str, payload: dict[str, Any]) -> Any:
+    """A queue-based call through the official client, pointed at the local platform."""
+    runpod.endpoint_url_base = f"{platform.url}/v2"
+    return runpod.Endpoint(endpoint_id, api_key=key).run_sync(payload, timeout=60)
+
+
+def test_deploy_two_environments_and_redeploy_one(platform: Platform, tmp_path: Path) -> None:
+    shop = project(tmp_path)
+    dev = endpoints(platform.deploy(shop, "--env", "dev"))
+    production = endpoints(platform.deploy(shop, "--env", "production"))
+    key = platform.api_key
+    assert sorted(dev) == sorted(production) == ["api", "jobs", "worker"]
+
+    for eps in (dev, production):
+        api = eps["api"]["url"]
+        assert request("GET", f"{api}/release", key) == (200, {"release": "v1"})
+        assert request("POST", f"{api}/echo", key, {"text": "hi"}) == (
+            200,
+            {"echo": "hi", "release": "v1"},
+        )
+        assert request("GET", f"{api}/release", "wrong-key")[0] == 401
+        shout = run_sync(platform, key, eps["worker"]["id"], {"text": "hi"})
+        assert shout == {"shout": "HI", "release": "v1"}
+
+    # A job dev's worker has accepted and is running when the next release goes out.
+    runpod.endpoint_url_base = f"{platform.url}/v2"
+    running = runpod.Endpoint(dev["worker"]["id"], api_key=key).run({"text": "late", "delay": 3})
+    assert eventually(lambda: running.status() == "IN_PROGRESS", timeout=30)
+
+    # A new release of dev: new code everywhere, one endpoint gone.
+    for name in ("api.py", "worker.py"):
+        path = shop / name
+        path.write_text(path.read_text().replace('RELEASE = "v1"', 'RELEASE = "v2"'))
+    (shop / "jobs.py").unlink()
+    redeployed = platform.deploy(shop, "--env", "dev")
+    assert running.output(timeout=60) == {"shout": "LATE", "release": "v1"}
+    assert redeployed["removed"] == ["jobs"]
+    dev2 = endpoints(redeployed)
+    assert {name: ep["id"] for name, ep in dev2.items()} == {
+        name: dev[name]["id"] for name in ("api", "worker")
+    }
+
+    # Old workers keep serving until their replacements are ready (a rolling update), so the
+    # new release shows up shortly after the deploy returns.
+    dev_api = dev2["api"]["url"]
+    assert eventually(lambda: request("GET", f"{dev_api}/release", key) == (200, {"release": "v2"}))
+    dev_worker = dev2["worker"]["id"]
+    assert eventually(lambda: run_sync(platform, key, dev_worker, {"text": "x"})["release"] == "v2")
+
+    # production did not move: same endpoints, same code, its removed-in-dev endpoint still up.
+    assert request("GET", f"{production['api']['url']}/release", key) == (200, {"release": "v1"})
+    assert run_sync(platform, key, production["worker"]["id"], {"text": "x"})["release"] == "v1"
+    assert run_sync(platform, key, production["jobs"]["id"], {"items": [1, 2]}) == {"count": 2}
+    listed = platform.flash("env", "get", "production", "--app", "shop", "--json", cwd=shop)
+    assert {ep["id"] for ep in json.loads(listed.stdout)["endpoints"]} == {
+        ep["id"] for ep in production.values()
+    }
+
+
+def test_init_template_from_deploy_to_first_call(platform: Platform, tmp_path: Path) -> None:
+    """The number the closing note reports: `flash deploy` of the `flash init` template until
+    its first successful call (printed; nothing is asserted about the time)."""
+    assert platform.flash("init", "hello", cwd=tmp_path).returncode == 0
+    hello = tmp_path / "hello"
+    started = time.perf_counter()
+    done = platform.flash("deploy", cwd=hello)
+    assert done.returncode == 0, done.stderr
+    assert "Deployment Complete" in done.stdout and "curl -X POST" in done.stdout
+    deployed = time.perf_counter()
+    manifest = json.loads((hello / ".flash/flash_manifest.json").read_text())
+    lb = manifest["resources_endpoints"]["lb_worker"]
+    key = json.loads(platform.flash("platform", "status", "--json", cwd=hello).stdout)["api_key"]
+    status, body = request("POST", f"{lb}/process", key, {"input_data": {"hello": "world"}})
+    called = time.perf_counter()
+    assert status == 200 and body["echo"] == {"hello": "world"}
+    cpu = manifest["resources_endpoints"]["cpu_worker"].rsplit("/", 1)[1]
+    words = run_sync(platform, key, cpu, {"input_data": {"text": "a b a"}})
+    queued = time.perf_counter()
+    assert words["words"] == 3
+    print(
+        f"\nflash deploy (incl. platform start) {deployed - started:.2f}s; first LB call "
+        f"{called - deployed:.2f}s later ({called - started:.2f}s total); first QB call "
+        f"(cold worker) {queued - called:.2f}s later"
+    )
+
+
+def test_deploy_without_a_running_platform_starts_it_and_errors_are_actionable(
+    platform: Platform, tmp_path: Path
+) -> None:
+    shop = project(tmp_path)
+    listed = platform.flash("app", "list", cwd=shop)
+    assert listed.returncode == 1 and "flash platform start" in listed.stderr
+    platform.deploy(shop)
+    assert platform.flash("app", "list", "--json", cwd=shop).returncode == 0
+    gone = platform.flash("env", "get", "nope", cwd=shop)
+    assert gone.returncode == 1 and "app 'shop' has no environment 'nope'" in gone.stderr

@@ -1,0 +1,141 @@
+"""The GraphQL contract: every document the project sends is valid against Runpod's API (as
+``tests/runpod_schema.graphql`` records it) and against the local control plane's schema, and so
+are the variables the deployer sends with them."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from graphql import (
+    GraphQLSchema,
+    OperationDefinitionNode,
+    build_schema,
+    parse,
+    validate,
+)
+from graphql.execution.values import get_variable_values
+
+from flash_runtime import manifest as manifest_mod
+from flash_runtime.deploy import operations
+from flash_runtime.deploy.deployer import endpoint_input
+from flash_runtime.platform.controlplane import SCHEMA_PATH
+
+RUNPOD_SCHEMA_PATH = Path(__file__).with_name("runpod_schema.graphql")
+
+
+@cache
+def schemas() -> dict[str, GraphQLSchema]:
+    return {
+        "runpod": build_schema(RUNPOD_SCHEMA_PATH.read_text()),
+        "local": build_schema(SCHEMA_PATH.read_text()),
+    }
+
+
+def check_request(schema: GraphQLSchema, document: str, variables: dict[str, Any]) -> None:
+    """Fails unless ``document`` validates against ``schema`` and ``variables`` coerce to its
+    variable definitions (input types, their fields, nullability)."""
+    ast = parse(document)
+    errors = validate(schema, ast)
+    assert not errors, [e.message for e in errors]
+    (operation,) = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
+    coerced = get_variable_values(schema, operation.variable_definitions or [], variables)
+    # A list of errors when the variables do not fit (graphql-core 3.2 and 3.3 alike).
+    assert not isinstance(coerced, list), [e.message for e in coerced]
+
+
+@pytest.mark.parametrize("schema_name", ["runpod", "local"])
+@pytest.mark.parametrize("name", sorted(operations.ALL))
+def test_document_is_valid(name: str, schema_name: str) -> None:
+    ast = parse(operations.ALL[name])
+    errors = validate(schemas()[schema_name], ast)
+    assert not errors, [e.message for e in errors]
+    operations_in_document = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
+    assert len(operations_in_document) == 1 and operations_in_document[0].name is not None
+
+
+def _resource(raw: dict[str, Any]) -> manifest_mod.Resource:
+    manifest = manifest_mod.from_builtins(
+        {
+            "version": "1.0",
+            "python_version": "3.11",
+            "generated_at": "2025-01-01T00:00:00Z",
+            "project_name": "contract",
+            "resources": {"worker": raw},
+            "function_registry": {"fn": "worker"},
+            "routes": {"worker": {"POST /run-it": "fn"}} if raw["is_load_balanced"] else {},
+        }
+    )
+    return manifest.resources["worker"]
+
+
+@pytest.mark.parametrize("schema_name", ["runpod", "local"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {
+            "resource_type": "LoadBalancerSlsResource",
+            "file_path": "api.py",
+            "module_path": "api",
+            "functions": [
+                {
+                    "name": "fn",
+                    "module": "api",
+                    "is_async": True,
+                    "is_class": False,
+                    "http_method": "POST",
+                    "http_path": "/run-it",
+                }
+            ],
+            "is_load_balanced": True,
+            "makes_remote_calls": True,
+            "imageName": "runpod/flash-lb-cpu:py3.11-latest",
+            "instanceIds": ["cpu3c-1-2"],
+            "workersMin": 1,
+            "workersMax": 3,
+            "scalerType": "REQUEST_COUNT",
+            "env": {"MODE": "test"},
+            "networkVolume": {"id": "vol123", "name": "cache"},
+        },
+        {
+            "resource_type": "ServerlessEndpoint",
+            "file_path": "gpu.py",
+            "module_path": "gpu",
+            "functions": [{"name": "fn", "module": "gpu", "is_async": False, "is_class": False}],
+            "is_load_balanced": False,
+            "imageName": "runpod/flash:py3.11-latest",
+            "gpuIds": "AMPERE_16",
+            "gpuCount": 2,
+            "minCudaVersion": "12.8",
+            "locations": "US-GA-1",
+        },
+    ],
+    ids=["lb-cpu", "qb-gpu"],
+)
+def test_save_endpoint_payload_fits_endpoint_input(raw: dict[str, Any], schema_name: str) -> None:
+    payload = endpoint_input(
+        "worker",
+        _resource(raw),
+        app="contract",
+        environment="production",
+        environment_id="env-1",
+        api_key="key",
+    )
+    check_request(schemas()[schema_name], operations.SAVE_ENDPOINT, {"input": payload})
+    check_request(
+        schemas()[schema_name], operations.SAVE_ENDPOINT, {"input": {**payload, "id": "abc"}}
+    )
+
+
+def test_contract_check_rejects_unknown_fields() -> None:
+    """The check has teeth: a field Runpod's EndpointInput lacks is refused."""
+    with pytest.raises(AssertionError):
+        check_request(
+            schemas()["runpod"],
+            operations.SAVE_ENDPOINT,
+            {"input": {"name": "x", "maxConcurrency": 3}},
+        )
+    with pytest.raises(AssertionError):
+        check_request(schemas()["runpod"], "query q { myself { url } }", {})
