@@ -86,8 +86,12 @@ def start_worker(
     *,
     port: int | None = None,
     extra_env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
 ) -> WorkerProcess:
-    """Start the bootstrap on ``artifact`` with the environment a Runpod worker gets."""
+    """Start the bootstrap on ``artifact`` with the environment a Runpod worker gets.
+
+    The worker's output goes to a file in ``log_dir`` (default: beside ``app_dir``).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
     env.update(
         FLASH_BUILD_ARTIFACT_PATH=str(artifact),
@@ -101,7 +105,9 @@ def start_worker(
         env["PORT"] = str(port)
         env["FLASH_HOST"] = "127.0.0.1"
     env.update(extra_env or {})
-    log_path = app_dir.parent / f"worker-{resource}-{time.monotonic_ns()}.log"
+    log_path = (
+        log_dir or app_dir.parent
+    ) / f"worker-{resource or 'default'}-{time.monotonic_ns()}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
     proc = subprocess.Popen(
         [sys.executable, "-m", "flash_runtime.bootstrap"],

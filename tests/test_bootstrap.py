@@ -66,6 +66,7 @@ def test_malformed_manifest_names_the_key(tmp_path: Path) -> None:
         APPS / "boot_malformed_manifest",
         "api",
         extra_env={"FLASH_DISABLE_UNPACK": "1"},
+        log_dir=tmp_path,
     )
     log = _failed(worker)
     assert "$.resources.api.workersMax" in log
