@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import ConfigurationError, RemoteCallError
+from .errors import ConfigurationError
 from .resources import (
     CpuInstanceType,
     CudaVersion,
@@ -95,6 +95,21 @@ def registered_endpoints() -> list[Endpoint]:
 def current_resource() -> str | None:
     """The resource this process serves as a worker, or None outside a worker."""
     return os.environ.get("FLASH_RESOURCE_NAME") or None
+
+
+def calls_remote() -> bool:
+    """Outside a worker, whether calls go to the deployed app: ``FLASH_CALLS=remote``; the
+    default (``local``) runs them in this process, as ``python gpu_worker.py`` expects."""
+    value = os.environ.get("FLASH_CALLS")
+    if not value:
+        return False
+    mode = value.strip().lower()
+    if mode not in ("local", "remote"):
+        raise ConfigurationError(
+            f"FLASH_CALLS={value!r} must be 'local' (run decorated functions in this process) or "
+            "'remote' (call the deployed app)"
+        )
+    return mode == "remote"
 
 
 class Endpoint:
@@ -228,7 +243,8 @@ class Endpoint:
         REGISTRY.add(self)
         if inspect.isclass(target):
             setattr(target, ENDPOINT_ATTR, self)
-            return target
+            # Decided at import, unlike functions: an instance either lives here or remotely.
+            return target if self._runs_here() else RemoteClass(self, target)  # type: ignore[return-value]
         return self._wrap(target)  # type: ignore[return-value]
 
     def route(self, method: str, path: str) -> Callable[[F], F]:
@@ -367,8 +383,12 @@ class Endpoint:
     # -- calls ------------------------------------------------------------------------------
 
     def _runs_here(self) -> bool:
+        """Whether a call runs in this process: in a worker, when the worker serves this
+        endpoint; elsewhere unless ``FLASH_CALLS=remote``."""
         resource = current_resource()
-        return resource is None or resource == self.name
+        if resource is not None:
+            return resource == self.name
+        return not calls_remote()
 
     def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
         endpoint = self
@@ -396,13 +416,9 @@ class Endpoint:
     async def _remote(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        raise RemoteCallError(
-            self.name,
-            "unavailable",
-            f"{func.__name__}() belongs to endpoint {self.name!r} but this worker serves "
-            f"{current_resource()!r}; calls between endpoints are not available yet in this "
-            "runtime. Call it through its endpoint URL instead.",
-        )
+        from .remote.client import call  # first remote call: not before (worker cold start)
+
+        return await call(self.name, func, args, kwargs)
 
     # -- validation helpers -----------------------------------------------------------------
 
@@ -491,6 +507,57 @@ class Endpoint:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class RemoteClass:
+    """A class endpoint seen from elsewhere: another endpoint's worker, or a script with
+    ``FLASH_CALLS=remote``.
+
+    The instance lives on the class's own workers (created there once, without arguments), so
+    ``Model()`` here makes a handle whose public methods run there and return awaitables:
+    ``await Model().predict(x=1)`` sends ``{"input": {"method": "predict", "x": 1}}`` to the
+    class's endpoint.
+    """
+
+    def __init__(self, endpoint: Endpoint, cls: type) -> None:
+        functools.update_wrapper(self, cls, updated=())
+        setattr(self, ENDPOINT_ATTR, endpoint)
+        self.endpoint = endpoint
+        self.cls = cls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _RemoteInstance:
+        if args or kwargs:
+            raise TypeError(
+                f"{self.cls.__name__} runs on endpoint {self.endpoint.name!r}, whose workers "
+                f"create it once without arguments; call {self.cls.__name__}() with none"
+            )
+        return _RemoteInstance(self)
+
+    def __repr__(self) -> str:
+        return f"<remote class {self.cls.__qualname__} on endpoint {self.endpoint.name!r}>"
+
+
+class _RemoteInstance:
+    """``RemoteClass()``: its public methods call the class endpoint."""
+
+    def __init__(self, remote: RemoteClass) -> None:
+        self._remote = remote
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        cls = self._remote.cls
+        func = inspect.getattr_static(cls, name, None)
+        if name.startswith("_") or not inspect.isfunction(func):
+            raise AttributeError(f"{cls.__name__} has no public method {name!r}")
+        endpoint = self._remote.endpoint
+
+        async def method(*args: Any, **kwargs: Any) -> Any:
+            from .remote.client import default_client
+
+            client = default_client()
+            return await client.call(endpoint.name, cls.__name__, func, args, kwargs, method=name)
+
+        functools.update_wrapper(method, func)
+        return method
 
 
 def endpoint_of(obj: Any) -> Endpoint | None:

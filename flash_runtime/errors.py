@@ -23,10 +23,22 @@ class RemoteCallError(FlashError):
     """A call to a function that lives on another endpoint failed.
 
     ``endpoint`` names the target resource; ``cause`` is a short machine-readable reason
-    (``not_deployed``, ``unauthorized``, ``timeout``, ``remote_error``, ``unavailable``).
+    (``not_deployed``, ``unauthorized``, ``timeout``, ``remote_error``, ``unavailable``). For a
+    ``remote_error``, ``remote_type`` and ``remote_message`` are the type and message of the
+    exception the function raised on its endpoint.
     """
 
-    def __init__(self, endpoint: str, cause: str, message: str) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        cause: str,
+        message: str,
+        *,
+        remote_type: str | None = None,
+        remote_message: str | None = None,
+    ) -> None:
         super().__init__(f"call to endpoint {endpoint!r} failed ({cause}): {message}")
         self.endpoint = endpoint
         self.cause = cause
+        self.remote_type = remote_type
+        self.remote_message = remote_message

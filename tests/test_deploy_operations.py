@@ -110,6 +110,7 @@ def _resource(raw: dict[str, Any]) -> manifest_mod.Resource:
             "gpuCount": 2,
             "minCudaVersion": "12.8",
             "locations": "US-GA-1",
+            "networkVolume": [{"id": "vol1"}, {"id": "vol2", "dataCenterId": "US-GA-1"}],
         },
     ],
     ids=["lb-cpu", "qb-gpu"],

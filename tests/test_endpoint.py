@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -219,7 +220,9 @@ def test_gpu_ids_negates_unselected_models_of_a_pool() -> None:
     assert gpu_ids([GpuGroup.ANY]).startswith("ADA_24,ADA_32_PRO")
 
 
-def test_call_from_another_resource_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_call_from_another_resource_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     @Endpoint("other-res")
     async def remote_fn(x: int) -> int:
         return x
@@ -229,9 +232,10 @@ def test_call_from_another_resource_is_a_clear_error(monkeypatch: pytest.MonkeyP
         return x
 
     monkeypatch.setenv("FLASH_RESOURCE_NAME", "this-res")
-    with pytest.raises(RemoteCallError, match="not available yet") as info:
+    monkeypatch.setenv("FLASH_APP_DIR", str(tmp_path))  # a worker without its artifact
+    with pytest.raises(RemoteCallError, match="no manifest here") as info:
         asyncio.run(remote_fn(1))
-    assert info.value.endpoint == "other-res"
+    assert (info.value.endpoint, info.value.cause) == ("other-res", "not_deployed")
     # A call that leaves the worker is network I/O: awaitable even for a plain def.
     pending = remote_sync(1)
     with pytest.raises(RemoteCallError, match="other-res-sync"):

@@ -44,12 +44,23 @@ class GraphQLRequestError(ControlPlaneError):
 
 
 class ControlPlaneClient:
-    """Runpod's Flash API. Use as ``async with ControlPlaneClient(target) as client: ...``."""
+    """Runpod's Flash API. Use as ``async with ControlPlaneClient(target) as client: ...``.
 
-    def __init__(self, target: Target, *, timeout: float = 300.0) -> None:
+    ``session`` shares an aiohttp session its owner keeps open (cross-endpoint discovery uses
+    the worker's one session); without it the client opens its own and closes it on exit.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        timeout: float = 300.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.target = target
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = session
+        self._owns_session = session is None
 
     async def __aenter__(self) -> ControlPlaneClient:
         return self
@@ -63,7 +74,7 @@ class ControlPlaneClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
 
@@ -88,7 +99,9 @@ class ControlPlaneClient:
             "Content-Type": "application/json",
         }
         try:
-            async with self._http().post(url, data=body, headers=headers) as response:
+            async with self._http().post(
+                url, data=body, headers=headers, timeout=self._timeout
+            ) as response:
                 status = response.status
                 raw = await response.read()
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
@@ -210,3 +223,14 @@ class ControlPlaneClient:
 
     async def delete_endpoint(self, endpoint_id: str) -> None:
         await self.execute(ops.DELETE_ENDPOINT, {"id": endpoint_id})
+
+    # discovery (cross-endpoint calls)
+
+    async def discover_environment(self, environment_id: str) -> dict[str, Any] | None:
+        variables = {"flashEnvironmentId": environment_id}
+        data = await self.execute(ops.DISCOVER_ENVIRONMENT, variables)
+        return cast(dict[str, Any] | None, data["flashEnvironment"])
+
+    async def discover_app(self, name: str) -> dict[str, Any] | None:
+        data = await self.execute(ops.DISCOVER_APP, {"flashAppName": name})
+        return cast(dict[str, Any] | None, data["flashAppByName"])

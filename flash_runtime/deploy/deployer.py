@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from ..manifest import Manifest, Resource
 
 DEFAULT_ENVIRONMENT = "production"
+# `flash run` deploys to this environment, its endpoints named with LIVE_PREFIX (seed 000).
+LIVE_ENVIRONMENT = "live"
+LIVE_PREFIX = "live-"
 Action = Literal["created", "updated", "unchanged"]
 
 
@@ -99,22 +102,25 @@ def endpoint_input(
     environment: str,
     environment_id: str,
     api_key: str,
+    name_prefix: str = "",
 ) -> dict[str, Any]:
     """The ``EndpointInput`` (Runpod's ``saveEndpoint`` shape) that runs ``resource``.
 
     The endpoint joins the environment through ``flashEnvironmentId`` and finds its resource in
     the artifact through ``FLASH_RESOURCE_NAME`` in the template env, as on Runpod. Endpoints
-    that call other endpoints get the key to do it with (``RUNPOD_API_KEY``).
+    that call other endpoints (``makes_remote_calls``) get the key to do it with
+    (``RUNPOD_API_KEY``) and their environment's id (``FLASH_ENVIRONMENT_ID``). The endpoint is
+    named ``name_prefix + resource_name`` (``flash run``: ``live-``).
     """
     env = dict(resource.env or {})
     env.update(
         FLASH_RESOURCE_NAME=resource_name,
         FLASH_APP=app,
         FLASH_ENV=environment,
-        FLASH_ENVIRONMENT_ID=environment_id,
         FLASH_ENDPOINT_TYPE=resource.endpoint_type,
     )
     if resource.makes_remote_calls:
+        env.update(FLASH_ENVIRONMENT_ID=environment_id)
         env.setdefault("RUNPOD_API_KEY", api_key)
     if not resource.imageName:
         raise DeployError(
@@ -122,7 +128,7 @@ def endpoint_input(
             "`flash build`"
         )
     payload: dict[str, Any] = {
-        "name": resource_name,
+        "name": name_prefix + resource_name,
         "type": resource.endpoint_type.upper(),
         "flashEnvironmentId": environment_id,
         "template": {
@@ -151,8 +157,10 @@ def endpoint_input(
     if resource.flashboot:
         payload["flashBootType"] = "FLASHBOOT"
     volume_ids = _volume_ids(resource.networkVolume)
-    if volume_ids:
+    if len(volume_ids) == 1:
         payload["networkVolumeId"] = volume_ids[0]
+    elif volume_ids:
+        payload["networkVolumeIds"] = [{"networkVolumeId": v} for v in volume_ids]
     return payload
 
 
@@ -249,15 +257,18 @@ def _plan(
     *,
     app: str,
     api_key: str,
+    name_prefix: str = "",
 ) -> tuple[list[_Step], list[dict[str, str]]]:
     """What to do with each resource, and the endpoints to delete."""
     existing: dict[str, str] = {}
     to_delete: list[dict[str, str]] = []
     for endpoint in environment.get("endpoints") or []:
-        if endpoint["name"] in existing or endpoint["name"] not in manifest.resources:
+        name = endpoint["name"]
+        resource = name[len(name_prefix) :] if name.startswith(name_prefix) else None
+        if resource is None or resource in existing or resource not in manifest.resources:
             to_delete.append(endpoint)
         else:
-            existing[endpoint["name"]] = endpoint["id"]
+            existing[resource] = endpoint["id"]
     recorded = {
         name: resource.get("configHash")
         for name, resource in (previous.get("resources") or {}).items()
@@ -272,6 +283,7 @@ def _plan(
             environment=environment["name"],
             environment_id=environment["id"],
             api_key=api_key,
+            name_prefix=name_prefix,
         )
         digest = config_hash(payload)
         existing_id = existing.get(name)
@@ -322,8 +334,10 @@ async def release(
     app_name: str,
     environment_name: str = DEFAULT_ENVIRONMENT,
     console: Console | None = None,
+    name_prefix: str = "",
 ) -> DeployResult:
-    """Steps 2 to 7 for an artifact that is already built."""
+    """Steps 2 to 7 for an artifact that is already built (``flash run`` calls this for each
+    rebuild, with ``name_prefix="live-"``)."""
     started = time.perf_counter()
     progress = _Progress(console)
     target = client.target
@@ -336,7 +350,14 @@ async def release(
         previous: dict[str, Any] = {}
         if environment.get("activeBuildId"):
             previous = (await client.build(environment["activeBuildId"])).get("manifest") or {}
-    steps, to_delete = _plan(manifest, environment, previous, app=app_name, api_key=target.api_key)
+    steps, to_delete = _plan(
+        manifest,
+        environment,
+        previous,
+        app=app_name,
+        api_key=target.api_key,
+        name_prefix=name_prefix,
+    )
 
     size = artifact.stat().st_size
     with progress.transfer(f"Uploaded the artifact ({size / 2**20:.1f} MB)", size) as sent:

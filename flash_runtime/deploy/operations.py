@@ -145,6 +145,26 @@ mutation deleteEndpoint($id: String!) {
 }
 """
 
+# Discovery: how a worker (by environment id) or a script (by app and environment name) finds
+# the environment's active build, whose manifest maps each resource to its URL
+# (``resources_endpoints``; the build itself is read with GET_BUILD). Lean selections, and
+# operation names of their own, so a control plane's request log tells them from a deploy's.
+
+DISCOVER_ENVIRONMENT = """
+query discoverFlashEnvironment($flashEnvironmentId: String!) {
+  flashEnvironment(flashEnvironmentId: $flashEnvironmentId) { id name activeBuildId }
+}
+"""
+
+DISCOVER_APP = """
+query discoverFlashApp($flashAppName: String!) {
+  flashAppByName(flashAppName: $flashAppName) {
+    id
+    flashEnvironments { id name activeBuildId }
+  }
+}
+"""
+
 ALL: dict[str, str] = {
     name: value
     for name, value in dict(globals()).items()

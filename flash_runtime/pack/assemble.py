@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest as manifest_mod
-from .discover import Discovered, Function
+from .discover import Discovered, Function, module_name
 from .errors import BuildError
 from .images import default_image, resource_type
 
@@ -101,44 +101,71 @@ def _route_conflicts(ep: Discovered) -> list[str]:
     return problems
 
 
-def _referenced_names(source: str) -> set[str]:
+def _scan(rel: str, source: str) -> tuple[set[str], set[str]]:
+    """The names a module refers to (variables, attributes, imported names), and the dotted
+    names of the modules it may import."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return set()
+        return set(), set()
+    module = module_name(rel) or ""
+    package = module if rel.endswith("__init__.py") else module.rpartition(".")[0]
     names: set[str] = set()
+    imports: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             names.add(node.id)
         elif isinstance(node, ast.Attribute):
             names.add(node.attr)
+        elif isinstance(node, ast.Import):
+            imports.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             names.update(alias.name for alias in node.names)
-    return names
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            imports.add(base)
+            imports.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
+    return names, imports
 
 
 def makes_remote_calls(endpoints: list[Discovered], sources: Mapping[str, str]) -> dict[str, bool]:
-    """Per endpoint: whether its modules refer to a function served by another endpoint.
+    """Per endpoint: whether its code refers to a function served by another endpoint.
 
-    A static check over the source of the modules an endpoint's functions live in (``sources``
-    maps project-relative paths to text): True when any of them names, as a variable, an
-    attribute or an imported name, a decorated function of *another* endpoint. It
-    over-approximates (a local variable that happens to share such a name counts), which only
-    costs the worker the cross-endpoint set-up; it never misses a direct reference.
+    A static check over the modules an endpoint's functions live in and the project modules
+    they import, transitively (``sources`` maps project-relative paths to text): True when any
+    of them names, as a variable, an attribute or an imported name, a decorated function or
+    class of *another* endpoint. It over-approximates (a local variable that happens to share
+    such a name counts, and so does a module imported for something else), which only costs
+    the worker the cross-endpoint set-up and the key; it does not miss a call made through a
+    helper module of the project.
     """
     owner = {fn.name: ep.name for ep in endpoints for fn in ep.functions}
-    referenced: dict[str, set[str]] = {}
+    by_module = {name: rel for rel in sources if (name := module_name(rel))}
+    scanned: dict[str, tuple[set[str], set[str]]] = {}
+
+    def reachable_names(files: set[str]) -> set[str]:
+        names: set[str] = set()
+        todo, seen = sorted(files), set(files)
+        while todo:
+            rel = todo.pop()
+            if rel not in scanned:
+                scanned[rel] = _scan(rel, sources.get(rel, ""))
+            found, imports = scanned[rel]
+            names |= found
+            for module in imports:
+                dep = by_module.get(module)
+                if dep is not None and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return names
+
     out = {}
     for ep in endpoints:
         others = {name for name, res in owner.items() if res != ep.name}
-        found = False
-        for file in sorted({fn.file for fn in ep.functions}):
-            if file not in referenced:
-                referenced[file] = _referenced_names(sources.get(file, ""))
-            if referenced[file] & others:
-                found = True
-                break
-        out[ep.name] = found
+        out[ep.name] = bool(reachable_names({fn.file for fn in ep.functions}) & others)
     return out
 
 

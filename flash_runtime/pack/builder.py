@@ -207,11 +207,7 @@ def build(
     with report.step("Discovering endpoints"):
         endpoints = discover.discover(project, file_set.files)
         assemble.validate(endpoints, project_dir=project, scanned=len(py_files))
-    sources = {
-        f.rel: f.path.read_text(encoding="utf-8", errors="replace")
-        for f in py_files
-        if any(fn.file == f.rel for ep in endpoints for fn in ep.functions)
-    }
+    sources = {f.rel: f.path.read_text(encoding="utf-8", errors="replace") for f in py_files}
     epoch = source_epoch(file_set)
     manifest = assemble.build_manifest(
         endpoints,

@@ -152,7 +152,9 @@ def discover(project_dir: Path, files: list[ProjectFile]) -> list[Discovered]:
     os.close(report_fd)
     report = Path(report_name)
     env = dict(os.environ)
-    env.pop("FLASH_RESOURCE_NAME", None)  # discovery is not a worker: every call runs locally
+    # Discovery is not a worker and calls nothing: every decorated function and class is local.
+    env.pop("FLASH_RESOURCE_NAME", None)
+    env.pop("FLASH_CALLS", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave no __pycache__ in the user's project
     env["FLASH_DISCOVERY"] = "1"
     # -P: the working directory (the project) is not put on sys.path before the child has

@@ -19,7 +19,9 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -27,10 +29,12 @@ from typing import Any, cast
 
 import orjson
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     GraphQLError,
     GraphQLObjectType,
     GraphQLSchema,
+    OperationDefinitionNode,
     build_schema,
     execute,
     parse,
@@ -604,10 +608,35 @@ def _authorized(request: Request, api_key: str) -> bool:
     return bool(token) and hmac.compare_digest(token.encode(), api_key.encode())
 
 
+@dataclass
+class RequestLog:
+    """The GraphQL operations ``/graphql`` received (by operation name), and a switch that makes
+    it answer 503 as if the control plane were down. Both are for testing clients (discovery's
+    cache, its behaviour in an outage) and are served at ``/platform/graphql``."""
+
+    received: Counter[str] = field(default_factory=Counter)
+    available: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"available": self.available, "received": dict(self.received)}
+
+
+def _operation_name(document: DocumentNode, requested: Any) -> str:
+    names = [
+        d.name.value if d.name else "(anonymous)"
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    ]
+    return requested if isinstance(requested, str) and requested in names else names[0]
+
+
 def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> list[BaseRoute]:
-    """The control plane's routes: ``POST /graphql`` and the artifact upload and download URLs."""
+    """The control plane's routes: ``POST /graphql``, the artifact upload and download URLs,
+    and ``/platform/graphql`` (GET: the request log; POST ``{"available": false}``: make
+    ``/graphql`` fail until ``{"available": true}``)."""
     cp = ControlPlane(db, runtime, config)
     schema = build_control_plane_schema(cp)
+    requests = RequestLog()
 
     async def graphql_endpoint(request: Request) -> Response:
         if not _authorized(request, config.api_key):
@@ -631,6 +660,13 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
         invalid = validate(schema, document)
         if invalid:
             return _json_response({"errors": [error.formatted for error in invalid]}, 400)
+        requests.received[_operation_name(document, body.get("operationName"))] += 1
+        if not requests.available:
+            return _error_response(
+                503,
+                "the control plane is switched off (POST /platform/graphql "
+                '{"available": true} switches it on)',
+            )
         variables = body.get("variables")
         result = execute(
             schema,
@@ -646,8 +682,22 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
             payload["errors"] = [_format_error(error) for error in result.errors]
         return _json_response(payload)
 
+    async def request_log(request: Request) -> Response:
+        if not _authorized(request, config.api_key):
+            return _error_response(401, "missing or wrong API key")
+        if request.method == "POST":
+            try:
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict) or not isinstance(body.get("available"), bool):
+                return _error_response(400, 'expected {"available": true|false}')
+            requests.available = body["available"]
+        return _json_response(requests.to_json())
+
     return [
         Route("/graphql", graphql_endpoint, methods=["POST"]),
+        Route("/platform/graphql", request_log, methods=["GET", "POST"]),
         *upload_routes(cp.store, config),
     ]
 

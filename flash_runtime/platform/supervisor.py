@@ -164,15 +164,10 @@ def worker_environment(
         for k, v in base.items()
         if not k.startswith(("FLASH_", "RUNPOD_")) or k == "FLASH_HOME"
     }
-    # Cross-endpoint calls: resolve peers through this platform's GraphQL and call them with
-    # the platform's API key, as a Runpod worker does with the account's.
-    env.update(
-        RUNPOD_API_KEY=config.api_key,
-        RUNPOD_API_BASE_URL=config.url,
-        RUNPOD_ENDPOINT_BASE_URL=f"{config.url}/v2",
-        FLASH_ENVIRONMENT_ID=spec.environment_id,
-        FLASH_APP_ID=spec.app_id,
-    )
+    # Where "Runpod" is for cross-endpoint calls: this platform's GraphQL and serverless API.
+    # The key and the environment id come from the deployer, and only to the endpoints whose
+    # code calls another (as on Runpod), so a missing one fails here as it would there.
+    env.update(RUNPOD_API_BASE_URL=config.url, RUNPOD_ENDPOINT_BASE_URL=f"{config.url}/v2")
     env.update(spec.env)
     env.update(
         PYTHONUNBUFFERED="1",

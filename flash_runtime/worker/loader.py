@@ -168,4 +168,8 @@ def load_resource(app_dir: Path, manifest: Manifest, name: str) -> LoadedResourc
         else:
             callee = Callee(entry.name, target, kind_of(target), ArgSpec(target))
             loaded.append(LoadedFunction(entry, target, callee=callee))
+    if resource.makes_remote_calls:
+        # Load the cross-endpoint client (aiohttp) while the worker boots, not on its first
+        # call to another endpoint; workers that call none never load it.
+        importlib.import_module("flash_runtime.remote.client")
     return LoadedResource(name, manifest, resource, app_dir, loaded, time.perf_counter() - started)
