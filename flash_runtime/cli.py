@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "env": "flash_runtime.deploy.cli:env_group",
     "logs": "flash_runtime.platform.cli:logs_command",
     "platform": "flash_runtime.platform.cli:platform_group",
+    "run": "flash_runtime.devserver.cli:run_command",
 }
 
 

@@ -71,6 +71,10 @@ def main() -> int:
     except FlashError as err:
         print(f"flash worker: {err}", file=sys.stderr)
         return 2
+    if config.env.get("FLASH_LOG_REQUEST_ID", "1").strip() != "0":
+        from . import request_context
+
+        request_context.install()  # before logging: its handler writes to the wrapped stderr
     setup_logging(config)
     try:
         if config.endpoint_type == "lb":

@@ -70,6 +70,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import FlashError
+from . import request_context
 from .config import WorkerConfig
 from .handler import Handler, Result, error_result, runpod_version
 
@@ -367,6 +368,8 @@ class JobLoop:
     # -- running a job ----------------------------------------------------------------------
 
     async def _run_job(self, job_id: str, job: dict[str, Any]) -> None:
+        # Lines logged or printed while the job runs start with its id (a task per job).
+        request_context.current.set(job_id)
         started = time.perf_counter()
         result = await self._outcome(job_id, job)
         body = self._encode(job_id, result)

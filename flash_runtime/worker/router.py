@@ -48,6 +48,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from . import request_context
 from .arguments import ArgSpec, InvalidArguments
 from .lb_responses import error_response, send_result
 from .loader import Callee, LoadedResource, kind_of
@@ -291,6 +292,9 @@ class Router:
         send: Send,
     ) -> None:
         request_id, content_length, accept = read_headers(scope)
+        # Lines logged or printed while it runs start with the request id (uvicorn runs each
+        # request in a task of its own, so the value goes with the request).
+        request_context.current.set(request_id)
         callee = route.callee
         try:
             kwargs = await self._arguments(route, path_values, scope, receive, content_length)

@@ -1,0 +1,99 @@
+"""``flash run``: the development server (see :mod:`flash_runtime.devserver.session`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from pathlib import Path
+
+import click
+
+from ..deploy.target import PLATFORMS
+from ..errors import FlashError
+from .session import DEFAULT_HOST, DEFAULT_PORT
+
+
+@click.command("run")
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on. The server asks for no key: keep it on loopback.",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on (if the default is busy, the next free one is used).",
+)
+@click.option(
+    "--platform",
+    type=click.Choice(PLATFORMS),
+    default="local",
+    show_default=True,
+    help="Where the live endpoints run: the local platform, or Runpod (needs RUNPOD_API_KEY).",
+)
+@click.option(
+    "--app",
+    "app_name",
+    help="The app (default: the project directory's name, as `flash deploy` names it).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="PKG[,PKG...]",
+    help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
+)
+@click.option("--no-reload", is_flag=True, help="Do not rebuild when project files change.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    platform: str,
+    app_name: str | None,
+    exclude: tuple[str, ...],
+    no_reload: bool,
+) -> None:
+    """Serve the project's endpoints on localhost while you edit it.
+
+    Builds the project and deploys it to the app's `live` environment, its endpoints named
+    live-NAME, then serves every endpoint at http://HOST:PORT/NAME/...: queue-based ones at
+    /NAME/run, /NAME/runsync and /NAME/status/ID, load-balanced ones at their routes under
+    /NAME. GET / lists them; /docs is the interactive API documentation. Saving a project file
+    rebuilds and rolls the live endpoints onto the new code; a broken build is reported and the
+    last good one keeps serving. Workers' output streams here. Ctrl-C stops the server and
+    deletes the live endpoints (other environments are not touched).
+    """
+    from rich.console import Console
+
+    from .session import DevOptions, DevServer
+
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # lines show up at once, even in a pipe
+    console = Console(highlight=False)
+    source = ctx.get_parameter_source("port")
+    options = DevOptions(
+        project=Path.cwd(),
+        host=host,
+        port=port,
+        port_explicit=source is not None and source.name != "DEFAULT",
+        platform=platform,
+        app_name=app_name,
+        exclude=exclude,
+        reload=not no_reload,
+    )
+    try:
+        code = asyncio.run(DevServer(options, console).run())
+    except FlashError as err:
+        from rich.text import Text
+
+        Console(stderr=True, highlight=False).print(
+            Text(f"Error: {err}", style="red"), soft_wrap=True
+        )
+        sys.exit(1)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(130)
+    sys.exit(code)
