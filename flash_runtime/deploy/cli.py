@@ -18,24 +18,12 @@ from typing import Any, TypeVar
 
 import click
 
+from .._terminal import fail, new_console
 from ..errors import FlashError
 from .target import PLATFORMS, Target
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def _fail(message: str) -> None:
-    from rich.text import Text
-
-    _console(stderr=True).print(Text(f"Error: {message}", style="red"), soft_wrap=True)
-    sys.exit(1)
 
 
 def _handles_errors(command: F) -> F:
@@ -46,9 +34,9 @@ def _handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except FlashError as err:
-            _fail(str(err))
+            fail(str(err))
         except KeyboardInterrupt:
-            _console(stderr=True).print("[yellow]cancelled[/yellow]")
+            new_console(stderr=True).print("[yellow]cancelled[/yellow]")
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
@@ -96,7 +84,7 @@ def _echo_json(data: Any) -> None:
 
 def _confirm(question: str, yes: bool) -> None:
     if not yes and not click.confirm(question, default=False):
-        _console(stderr=True).print("cancelled")
+        new_console(stderr=True).print("cancelled")
         sys.exit(1)
 
 
@@ -138,7 +126,7 @@ def deploy_command(
     from .summary import print_deployment
     from .target import resolve
 
-    console = _console(stderr=as_json)
+    console = new_console(stderr=as_json)
     target = resolve(platform, start=True)
     console.print(f"[dim]Deploying to the {target.platform} platform at {target.api_url}[/dim]")
     result = deploy(
@@ -179,7 +167,7 @@ def undeploy_command(env_name: str, app_name: str | None, yes: bool, platform: s
         return await client.environment(env["id"])
 
     environment = _call(target, lookup)
-    console = _console()
+    console = new_console()
     if not environment.get("endpoints"):
         console.print(f"Nothing to undeploy: {app}/{env_name} has no endpoints.")
         return
@@ -212,7 +200,7 @@ def app_list(platform: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json(apps)
         return
-    console = _console()
+    console = new_console()
     if not apps:
         console.print("No apps yet: `flash deploy` creates one.")
         return
@@ -236,7 +224,7 @@ def app_get(name: str, platform: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json(app)
         return
-    console = _console()
+    console = new_console()
     console.print(f"[bold]{app['name']}[/bold] [dim]{app['id']}[/dim]")
     envs = app["flashEnvironments"]
     if not envs:
@@ -259,7 +247,7 @@ def app_create(name: str, platform: str | None) -> None:
     from .target import resolve
 
     app = _call(resolve(platform), lambda client: client.create_app(name))
-    _console().print(f"[green]✓[/green] created app {app['name']} [dim]{app['id']}[/dim]")
+    new_console().print(f"[green]✓[/green] created app {app['name']} [dim]{app['id']}[/dim]")
 
 
 @app_group.command("delete")
@@ -277,7 +265,7 @@ def app_delete(name: str, yes: bool, platform: str | None) -> None:
     envs = ", ".join(e["name"] for e in app["flashEnvironments"]) or "none"
     _confirm(f"Delete app {name} and everything in it (environments: {envs})?", yes)
     removed = _call(target, lambda client: delete_app(client, app))
-    console = _console()
+    console = new_console()
     for endpoint in removed:
         console.print(f"[green]✓[/green] deleted endpoint {endpoint}")
     console.print(f"[green]✓[/green] deleted app {name}")
@@ -306,7 +294,7 @@ def env_list(app_name: str | None, platform: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json(envs)
         return
-    console = _console()
+    console = new_console()
     if not envs:
         console.print(f"App {app_} has no environments: `flash deploy --env NAME` creates one.")
         return
@@ -332,7 +320,7 @@ def env_get(name: str, app_name: str | None, platform: str | None, as_json: bool
     if as_json:
         _echo_json(details)
         return
-    console = _console()
+    console = new_console()
     build = (details["activeBuildId"] or "-")[:8]
     console.print(f"[bold]{app}/{name}[/bold]  {details['state']}  [dim]build {build}[/dim]")
     if not details["endpoints"]:
@@ -357,7 +345,7 @@ def env_create(name: str, app_name: str | None, platform: str | None) -> None:
     env, created_app = _call(
         resolve(platform), lambda client: create_environment(client, app, name)
     )
-    console = _console()
+    console = new_console()
     if created_app:
         console.print(f"[green]✓[/green] created app {app}")
     console.print(f"[green]✓[/green] created environment {env['name']} [dim]{env['id']}[/dim]")
@@ -385,7 +373,7 @@ def env_delete(name: str, app_name: str | None, yes: bool, platform: str | None)
     endpoints = ", ".join(ep["name"] for ep in env.get("endpoints") or []) or "none"
     _confirm(f"Delete environment {app}/{name} and its endpoints ({endpoints})?", yes)
     removed = _call(target, lambda client: delete_environment(client, env["id"]))
-    console = _console()
+    console = new_console()
     for endpoint in removed:
         console.print(f"[green]✓[/green] deleted endpoint {endpoint}")
     console.print(f"[green]✓[/green] deleted environment {app}/{name}")

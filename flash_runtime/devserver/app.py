@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..platform.balancer import HOP_BY_HOP as BALANCER_HOP_BY_HOP
+
 if TYPE_CHECKING:
     from .session import DevServer
 
@@ -44,21 +46,8 @@ ASSETS = {
     "swagger-ui-bundle.js.LICENSE.txt": "text/plain; charset=utf-8",
 }
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "authorization",
-    }
-)
+# The platform balancer's set, plus the client's Authorization: the dev server adds the key.
+HOP_BY_HOP = BALANCER_HOP_BY_HOP | {"authorization"}
 RESPONSE_DROP = frozenset(
     {
         "connection",

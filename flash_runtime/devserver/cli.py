@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .._terminal import fail
 from ..deploy.target import PLATFORMS
 from ..errors import FlashError
 from .session import DEFAULT_HOST, DEFAULT_PORT
@@ -88,12 +89,7 @@ def run_command(
     try:
         code = asyncio.run(DevServer(options, console).run())
     except FlashError as err:
-        from rich.text import Text
-
-        Console(stderr=True, highlight=False).print(
-            Text(f"Error: {err}", style="red"), soft_wrap=True
-        )
-        sys.exit(1)
+        fail(err)
     except (KeyboardInterrupt, asyncio.CancelledError):
         sys.exit(130)
     sys.exit(code)

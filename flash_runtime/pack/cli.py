@@ -7,29 +7,16 @@ Both are plain ``click.Command`` objects that the ``flash`` group mounts. Expect
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from .._terminal import fail, new_console
 from ..errors import FlashError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def _fail(err: FlashError) -> None:
-    from rich.text import Text
-
-    _console(stderr=True).print(Text(f"Error: {err}", style="red"), soft_wrap=True)
-    sys.exit(1)
 
 
 @click.command("build")
@@ -84,11 +71,10 @@ def build_command(
             no_deps=no_deps,
             skip_deps=skip_deps,
             python_version=python_version,
-            console=None if as_json else _console(),
+            console=None if as_json else new_console(),
         )
     except FlashError as err:
-        _fail(err)
-        return
+        fail(err)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
 
@@ -105,9 +91,8 @@ def init_command(name: Path, force: bool) -> None:
     try:
         target = init_project(name, force=force)
     except FlashError as err:
-        _fail(err)
-        return
-    console = _console()
+        fail(err)
+    console = new_console()
     console.print(f"[green]✓[/green] Created {escape(target.name)} in {escape(str(target))}")
     for file in TEMPLATE_FILES:
         console.print(f"  {escape(file)}")

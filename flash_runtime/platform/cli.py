@@ -11,6 +11,7 @@ from typing import Any
 import click
 import orjson
 
+from .._terminal import fail
 from ..errors import FlashError
 from . import db, process
 from .config import PlatformConfig
@@ -19,10 +20,6 @@ from .process import ensure_running
 __all__ = ["ensure_running", "logs_command", "platform_group"]
 
 FOLLOW_POLL_S = 0.5
-
-
-def _fail(err: FlashError) -> None:
-    raise click.ClickException(str(err))
 
 
 @click.group("platform")
@@ -46,7 +43,7 @@ def start_command(foreground: bool, port: int | None) -> None:
     try:
         info = process.start(config)
     except FlashError as err:
-        _fail(err)
+        fail(err)
     click.echo(f"platform running at {info['url']} (pid {info['pid']})")
     click.echo(f"API key: {config.api_key}")
     click.echo(f"log: {process.log_path(config)}")
@@ -59,7 +56,7 @@ def stop_command() -> None:
     try:
         pid = process.stop(config)
     except FlashError as err:
-        _fail(err)
+        fail(err)
     click.echo("platform was not running" if pid is None else f"platform stopped (pid {pid})")
 
 
@@ -71,7 +68,7 @@ def status_command(as_json: bool) -> None:
     try:
         status = collect_status(config)
     except FlashError as err:
-        _fail(err)
+        fail(err)
     if as_json:
         click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
         return
@@ -169,7 +166,7 @@ def logs_command(endpoint: str, follow: bool, tail: int | None) -> None:
     try:
         endpoint_id, directory = _endpoint_logs(config, endpoint)
     except FlashError as err:
-        _fail(err)
+        fail(err)
     offsets: dict[Path, int] = {}
     files = _log_files(directory)
     if not files and not follow:

@@ -65,6 +65,21 @@ def _checkable(hint: Any) -> bool:
     return True
 
 
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A JSON object request body (empty: ``{}``), or InvalidArguments saying what it is."""
+    if not body.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as err:
+        raise InvalidArguments(f"request body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise InvalidArguments(
+            f"request body must be a JSON object of arguments, got {type(data).__name__}"
+        )
+    return data
+
+
 class ArgSpec:
     """The keyword arguments a function takes, as a msgspec type."""
 
@@ -115,15 +130,7 @@ class ArgSpec:
         if not body.strip():
             return self.from_mapping({})
         if self.accepts_extra:
-            try:
-                data = msgspec.json.decode(body)
-            except msgspec.DecodeError as err:
-                raise InvalidArguments(f"request body is not valid JSON: {err}") from None
-            if not isinstance(data, dict):
-                raise InvalidArguments(
-                    f"request body must be a JSON object of arguments, got {type(data).__name__}"
-                )
-            return self.from_mapping(data)
+            return self.from_mapping(decode_object(body))
         try:
             return self._kwargs(self._decoder.decode(body))
         except msgspec.ValidationError as err:

@@ -49,7 +49,7 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from . import request_context
-from .arguments import ArgSpec, InvalidArguments
+from .arguments import ArgSpec, InvalidArguments, decode_object
 from .lb_responses import error_response, send_result
 from .loader import Callee, LoadedResource, kind_of
 
@@ -379,7 +379,7 @@ class Router:
             body = await self._body(receive, content_length)
             if route.fast:
                 return spec.from_json(body)
-            data = _json_object(body)
+            data = decode_object(body)
             for name, value in path_values.items():
                 data[name] = route.path_value(name, value)
             for name in route.request_params:
@@ -438,20 +438,6 @@ def read_headers(scope: Scope) -> tuple[str, bytes | None, bytes]:
     if request_id is None or not 0 < len(request_id) <= 200:
         return uuid.uuid4().hex, content_length, accept
     return request_id.decode("latin-1"), content_length, accept
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        raise InvalidArguments(f"request body is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise InvalidArguments(
-            f"request body must be a JSON object of arguments, got {type(data).__name__}"
-        )
-    return data
 
 
 def _query(query_string: bytes, list_fields: frozenset[str]) -> dict[str, Any]:
