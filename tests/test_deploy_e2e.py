@@ -204,3 +204,40 @@ def test_deploy_without_a_running_platform_starts_it_and_errors_are_actionable(
     assert platform.flash("app", "list", "--json", cwd=shop).returncode == 0
     gone = platform.flash("env", "get", "nope", cwd=shop)
     assert gone.returncode == 1 and "app 'shop' has no environment 'nope'" in gone.stderr
+
+
+def test_apps_environments_and_queued_jobs_survive_a_platform_restart(
+    platform: Platform, tmp_path: Path
+) -> None:
+    shop = project(tmp_path)
+    dev = endpoints(platform.deploy(shop, "--env", "dev"))
+    production = endpoints(platform.deploy(shop, "--env", "production"))
+    key = platform.api_key
+    before = json.loads(platform.flash("app", "get", "shop", "--json", cwd=shop).stdout)
+
+    # One job running and one waiting behind it (one worker, one slot) when the platform dies.
+    runpod.endpoint_url_base = f"{platform.url}/v2"
+    worker = runpod.Endpoint(production["worker"]["id"], api_key=key)
+    running = worker.run({"text": "first", "delay": 2})
+    assert eventually(lambda: running.status() == "IN_PROGRESS", timeout=30)
+    waiting = worker.run({"text": "second"})
+    assert waiting.status() == "IN_QUEUE"
+    status = json.loads(platform.flash("platform", "status", "--json", cwd=shop).stdout)
+    os.kill(status["pid"], 9)  # a crash: nothing is shut down cleanly
+    assert eventually(
+        lambda: (
+            json.loads(platform.flash("platform", "status", "--json", cwd=shop).stdout)["running"]
+            is False
+        ),
+        timeout=15,
+    )
+
+    assert platform.flash("platform", "start", cwd=shop).returncode == 0
+    after = json.loads(platform.flash("app", "get", "shop", "--json", cwd=shop).stdout)
+    assert after == before  # the app, both environments and their active builds
+    assert running.output(timeout=90) == {"shout": "FIRST", "release": "v1"}
+    assert waiting.output(timeout=90) == {"shout": "SECOND", "release": "v1"}
+    for eps in (dev, production):
+        api = eps["api"]["url"]
+        assert eventually(lambda api=api: request("GET", f"{api}/release", key)[0] == 200)
+        assert run_sync(platform, key, eps["jobs"]["id"], {"items": [1]}) == {"count": 1}
