@@ -1,171 +1,124 @@
-"""Load-balanced worker benchmark: cold start and JSON-echo throughput against bare Starlette.
+"""Load-balanced routing: requests per second and p50/p99 latency of ``POST /process``.
 
-    python bench/lb_bench.py [--duration 10] [--connections 32] [--cold-runs 7]
+One worker process of each, serving the template's ``lb_worker.py`` (``/process`` echoes its
+``input_data`` with a timestamp):
 
-* **Cold start**: process start → first 200 from ``POST /process``, for
-  - ``flash``: ``python -m flash_runtime.bootstrap`` on the ``tests/apps/lb_echo`` artifact,
-    extracting it into a fresh directory each run (what a new worker does);
-  - ``flash-extracted``: the same with ``FLASH_DISABLE_UNPACK=1`` on an extracted copy;
-  - ``bare``: ``python -m uvicorn`` serving ``bench/bare_starlette_app.py``.
-* **Throughput**: ``wrk -t1 -cN -dS --latency`` with ``bench/post_process.lua`` against one
-  worker of each, alternating, after a warm-up.
+* **ours**: ``python -m flash_runtime.bootstrap`` on our artifact (extracted beforehand:
+  ``FLASH_DISABLE_UNPACK=1``), which runs uvicorn itself with the settings below;
+* **reference**: the FastAPI app the reference's ``flash build`` generated
+  (``handler_lb_worker.py``), loaded as its image loads it (``bench/refimage/flashref_lb.py``),
+  under ``python -m uvicorn`` in the reference's environment;
+* **bare**: ``bench/bare_starlette_app.py``, Starlette + orjson doing the same work by hand,
+  the ceiling, under ``python -m uvicorn``.
 
-Both servers run uvicorn with the same settings (uvloop, httptools, no access log, no proxy
-headers, no server header, lifespan and websockets off), so the comparison is the app alone.
-Needs ``wrk`` on PATH for the throughput part. Results are printed and written as JSON
-(``--out``, default ``bench/results/lb_bench.json``). Nothing is asserted.
+Same uvicorn everywhere (same version, uvloop, httptools) and the same settings: no access
+log, no proxy headers, no server header, lifespan and websockets off. The load is ``wrk -t1
+-c32 -d<s>s --latency -s bench/post_process.lua``: wrk because it is a C client that needs one
+thread to saturate one Python worker, so on two cores the client takes one and the server the
+other, and it reports latency percentiles from a full histogram; hey and oha are Go/Rust with
+their own runtimes' scheduling, and are not packaged for Debian as wrk is. Servers alternate
+round by round, each after a 1 s warm-up, so drift on a shared machine hits all of them alike.
 """
 
 from __future__ import annotations
 
-import argparse
-import http.client
-import json
-import os
 import re
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-APP = ROOT / "tests" / "apps" / "lb_echo"
-BODY = (
-    b'{"input_data": {"prompt": "Summarise the plot of Hamlet in one sentence.", '
-    b'"max_tokens": 64, "temperature": 0.7, "stop": ["\\n"]}}'
+from .common import (
+    BENCH,
+    PYTHON,
+    UVICORN_FLAGS,
+    Proc,
+    Section,
+    free_port,
+    goal,
+    log,
+    post_process,
+    ratios,
+    server_env,
+    spawn,
+    summary,
+    wait_first_200,
 )
-UVICORN_FLAGS = [
-    "--no-access-log",
-    "--log-level=warning",
-    "--no-proxy-headers",
-    "--no-server-header",
-    "--lifespan=off",
-    "--ws=none",
-]
+from .reference import RefEnv
+
+RESOURCE = "lb_worker"
+WRK_INSTALL = (
+    "sudo apt-get update && sudo apt-get install -y wrk  (Debian/Ubuntu; macOS: brew install wrk)"
+)
+
+Launcher = Callable[[int], Proc]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def bare(logs: Path) -> Launcher:
+    def launch(port: int) -> Proc:
+        cmd = [
+            PYTHON, "-m", "uvicorn", "bare_starlette_app:app", "--app-dir", str(BENCH),
+            "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS,
+        ]  # fmt: skip
+        return spawn("bare", cmd, server_env(), logs, port=port)
+
+    return launch
 
 
-def build_artifact(workdir: Path) -> Path:
-    from flash_runtime.pack import build
+def ours(logs: Path, artifact: Path, app_dir: Callable[[], Path], unpack: bool = True) -> Launcher:
+    """Our worker; ``app_dir()`` is called per start (a new directory: extraction included)."""
 
-    project = workdir / "lb_echo"
-    shutil.copytree(APP, project, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
-    return Path(build(project, skip_deps=True).artifact)
+    def launch(port: int) -> Proc:
+        env = server_env(
+            {
+                "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
+                "FLASH_APP_DIR": str(app_dir()),
+                "FLASH_RESOURCE_NAME": RESOURCE,
+                "FLASH_ENDPOINT_TYPE": "lb",
+                "FLASH_HOST": "127.0.0.1",
+                "PORT": str(port),
+                "FLASH_LOG_LEVEL": "WARNING",
+                "RUNPOD_ENDPOINT_ID": "bench-ours",
+            }
+        )
+        if not unpack:
+            env["FLASH_DISABLE_UNPACK"] = "1"
+        return spawn("ours-lb", [PYTHON, "-m", "flash_runtime.bootstrap"], env, logs, port=port)
 
-
-PYCACHE = Path(tempfile.gettempdir()) / "lb-bench-pycache"
-
-
-def clean_env() -> dict[str, str]:
-    """The servers' environment: no FLASH_/RUNPOD_ settings, and one shared bytecode cache.
-
-    Bytecode goes to a private cache (``PYTHONPYCACHEPREFIX``) that a warm-up run fills, so
-    both servers start with compiled libraries, as in a built image, whatever the caller's
-    ``PYTHONDONTWRITEBYTECODE``. A fresh worker's user modules still compile on every run,
-    since each run extracts into a new directory.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
-    return env
+    return launch
 
 
-def flash_command(
-    artifact: Path, app_dir: Path, port: int, unpack: bool
-) -> tuple[list[str], dict[str, str]]:
-    env = clean_env()
-    env.update(
-        FLASH_BUILD_ARTIFACT_PATH=str(artifact),
-        FLASH_APP_DIR=str(app_dir),
-        FLASH_RESOURCE_NAME="lb_echo",
-        FLASH_ENDPOINT_TYPE="lb",
-        FLASH_HOST="127.0.0.1",
-        PORT=str(port),
-        FLASH_LOG_LEVEL="WARNING",
-    )
-    if not unpack:
-        env["FLASH_DISABLE_UNPACK"] = "1"
-    return [sys.executable, "-m", "flash_runtime.bootstrap"], env
+def reference(
+    logs: Path, ref: RefEnv, artifact: Path, app_dir: Callable[[], Path], unpack: bool = True
+) -> Launcher:
+    def launch(port: int) -> Proc:
+        env = ref.env(
+            server_env(
+                {
+                    "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
+                    "FLASH_APP_DIR": str(app_dir()),
+                    "FLASH_RESOURCE_NAME": RESOURCE,
+                    "FLASH_ENDPOINT_TYPE": "lb",
+                    "RUNPOD_ENDPOINT_ID": "bench-ref",
+                }
+            )
+        )
+        if not unpack:
+            env["FLASH_DISABLE_UNPACK"] = "1"
+        cmd = [
+            ref.python, "-m", "uvicorn", "flashref_lb:app", "--app-dir", str(BENCH / "refimage"),
+            "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS,
+        ]  # fmt: skip
+        return spawn("ref-lb", cmd, env, logs, port=port)
+
+    return launch
 
 
-def bare_command(port: int) -> tuple[list[str], dict[str, str]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bare_starlette_app:app",
-        "--app-dir",
-        str(BENCH),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *UVICORN_FLAGS,
-    ]
-    return cmd, clean_env()
-
-
-def first_200(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Block until ``POST /process`` answers 200 (retrying refused connections and 503s)."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("POST", "/process", BODY, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            if response.status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            conn.close()
-        time.sleep(0.001)
-    raise TimeoutError("no 200 from /process")
-
-
-def start(command: tuple[list[str], dict[str, str]]) -> subprocess.Popen[bytes]:
-    cmd, env = command
-    return subprocess.Popen(
-        cmd, env=env, cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cold_start(make: Callable[[int], tuple[list[str], dict[str, str]]]) -> float:
-    port = free_port()
-    command = make(port)
-    started = time.perf_counter()
-    proc = start(command)
-    try:
-        first_200(port, proc)
-        return time.perf_counter() - started
-    finally:
-        stop(proc)
+def check_wrk() -> str | None:
+    """None when wrk is there, else how to install it."""
+    return None if shutil.which("wrk") else WRK_INSTALL
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -185,13 +138,13 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
+def wrk(port: int, duration: float, connections: int) -> dict[str, float]:
     out = subprocess.run(
         [
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{duration}s",
+            f"-d{duration:g}s",
             "--latency",
             "-s",
             str(BENCH / "post_process.lua"),
@@ -201,104 +154,126 @@ def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
         text=True,
         check=True,
     ).stdout
-    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
-    p50 = _ms(_find(r"\s50%\s+(\S+)", out))
-    p99 = _ms(_find(r"\s99%\s+(\S+)", out))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
-        "requests_per_s": rps,
-        "p50_ms": p50,
-        "p99_ms": p99,
+        "requests_per_s": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        "p50_ms": _ms(_find(r"\s50%\s+(\S+)", out)),
+        "p99_ms": _ms(_find(r"\s99%\s+(\S+)", out)),
         "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
 
 
-def throughput(
-    make: Callable[[int], tuple[list[str], dict[str, str]]], duration: int, connections: int
-) -> dict[str, float]:
-    port = free_port()
-    proc = start(make(port))
+def throughput(launch: Launcher, duration: float, connections: int) -> dict[str, Any]:
+    proc = launch(free_port())
     try:
-        first_200(port, proc)
-        wrk(port, 2, connections)  # warm-up
-        return wrk(port, duration, connections)
+        wait_first_200(proc)
+        assert proc.port is not None
+        _, sample = post_process(proc.port)
+        wrk(proc.port, 1, connections)  # warm-up
+        result: dict[str, Any] = dict(wrk(proc.port, duration, connections))
+        result["sample"] = sample.decode(errors="replace")[:300]
+        proc.check_alive()
+        return result
     finally:
-        stop(proc)
+        proc.stop()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def run(
+    ref: RefEnv,
+    work: Path,
+    artifacts: dict[str, Path],
+    *,
+    rounds: int,
+    duration: float,
+    connections: int = 32,
+    extracted: dict[str, Path] | None = None,
+) -> Section:
+    section = Section("lb")
+    started = time.perf_counter()
+    missing = check_wrk()
+    if missing:
+        section.notes.append(f"wrk is not installed, LB throughput skipped; install it: {missing}")
+        return section
+    logs = work / "logs"
+    # Directories each runtime extracted its artifact into (extraction is the cold-start
+    # benchmark's): the cold start's, else a first start of each worker here.
+    extracted = extracted or {}
+    ours_dir = extracted.get("ours") or work / "lb-ours-app"
+    ref_dir = extracted.get("ref") or work / "lb-ref-app"
+    for name, launch in (
+        ("ours", ours(logs, artifacts["ours"], lambda: ours_dir)),
+        ("ref", reference(logs, ref, artifacts["ref"], lambda: ref_dir)),
+    ):
+        if name in extracted:
+            continue
+        proc = launch(free_port())
+        try:
+            wait_first_200(proc)
+        finally:
+            proc.stop()
+    servers: dict[str, Launcher] = {
+        "bare": bare(logs),
+        "ours": ours(logs, artifacts["ours"], lambda: ours_dir, unpack=False),
+        "ref": reference(logs, ref, artifacts["ref"], lambda: ref_dir, unpack=False),
+    }
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for r in range(rounds):
+        for name, launch in servers.items():
+            log(f"lb: wrk against {name} (round {r + 1}/{rounds})")
+            results[name].append(throughput(launch, duration, connections))
+
+    def col(name: str, key: str) -> list[float]:
+        return [float(x[key]) for x in results[name]]
+
+    section.data = {
+        "wrk": f"wrk -t1 -c{connections} -d{duration:g}s --latency -s bench/post_process.lua",
+        "runs": results,
+    }
+    rps = {name: col(name, "requests_per_s") for name in servers}
+    section.row(
+        "LB /process throughput vs reference",
+        "req/s",
+        summary(rps["ours"]),
+        "reference",
+        summary(rps["ref"]),
+        "ours/ref",
+        ratios(rps["ours"], rps["ref"]),
+        [goal(">=", 2.5, "ratio", ">= 2.5x the reference")],
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server")
-    parser.add_argument("--cold-runs", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=BENCH / "results" / "lb_bench.json")
-    parser.add_argument("--skip-throughput", action="store_true")
-    args = parser.parse_args()
-
-    results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp:
-        work = Path(tmp)
-        os.environ.setdefault("FLASH_HOME", str(work / "flash_home"))
-        artifact = build_artifact(work)
-        extracted = work / "extracted"
-        cold_start(lambda port: flash_command(artifact, extracted, port, unpack=True))
-        cold_start(bare_command)  # fills the bytecode cache for both
-
-        servers: dict[str, Callable[[int], tuple[list[str], dict[str, str]]]] = {
-            "bare": bare_command,
-            "flash-extracted": lambda port: flash_command(artifact, extracted, port, unpack=False),
-            "flash": lambda port: flash_command(
-                artifact, work / f"app-{time.monotonic_ns()}", port, unpack=True
-            ),
-        }
-        cold: dict[str, list[float]] = {name: [] for name in servers}
-        for _ in range(args.cold_runs):  # interleaved, so drift affects every server alike
-            for name, make in servers.items():
-                cold[name].append(cold_start(make))
-        results["cold_start_s"] = {
-            name: {"median": statistics.median(t), "min": min(t), "runs": t}
-            for name, t in cold.items()
-        }
-        print(f"cold start (process start -> first 200 from POST /process), {args.cold_runs} runs:")
-        for name, t in cold.items():
-            print(
-                f"  {name:16} median {statistics.median(t) * 1000:7.1f} ms   min {min(t) * 1000:7.1f} ms"
-            )
-        bare_median = statistics.median(cold["bare"])
-        for name in ("flash", "flash-extracted"):
-            print(f"  {name} / bare: {statistics.median(cold[name]) / bare_median:.2f}x")
-
-        if not args.skip_throughput and shutil.which("wrk"):
-            rows: dict[str, list[dict[str, float]]] = {"bare": [], "flash": []}
-            makers = {"bare": bare_command, "flash": servers["flash-extracted"]}
-            for _ in range(args.rounds):
-                for name, make in makers.items():
-                    rows[name].append(throughput(make, args.duration, args.connections))
-            results["throughput"] = {
-                "wrk": f"wrk -t1 -c{args.connections} -d{args.duration}s --latency -s bench/post_process.lua",
-                **rows,
-            }
-            print(f"\nJSON echo, wrk -t1 -c{args.connections} -d{args.duration}s (one worker):")
-            for name, samples in rows.items():
-                for r in samples:
-                    print(
-                        f"  {name:6} {r['requests_per_s']:9.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
-                        f"p99 {r['p99_ms']:6.2f} ms   non-2xx {r['non_2xx']:.0f}"
-                    )
-            ratio = statistics.median(
-                r["requests_per_s"] for r in rows["flash"]
-            ) / statistics.median(r["requests_per_s"] for r in rows["bare"])
-            results["throughput"]["flash_over_bare"] = ratio
-            print(f"  flash / bare throughput: {ratio:.2f}x")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    section.row(
+        "LB /process throughput vs bare Starlette",
+        "req/s",
+        summary(rps["ours"]),
+        "bare Starlette",
+        summary(rps["bare"]),
+        "ours/bare",
+        ratios(rps["ours"], rps["bare"]),
+        [goal(">=", 0.9, "ratio", ">= 0.9x bare Starlette")],
+    )
+    for pct in ("p50", "p99"):
+        key = f"{pct}_ms"
+        section.row(
+            f"LB /process latency {pct} vs reference",
+            "ms",
+            summary(col("ours", key)),
+            "reference",
+            summary(col("ref", key)),
+            "ref/ours",
+            ratios(col("ref", key), col("ours", key)),
+        )
+        section.row(
+            f"LB /process latency {pct} vs bare Starlette",
+            "ms",
+            summary(col("ours", key)),
+            "bare Starlette",
+            summary(col("bare", key)),
+            "bare/ours",
+            ratios(col("bare", key), col("ours", key)),
+        )
+    errors = {n: sum(x["non_2xx"] for x in results[n]) for n in servers}
+    if any(errors.values()):
+        section.notes.append(f"non-2xx responses under load: {errors}")
+    section.seconds = time.perf_counter() - started
+    return section

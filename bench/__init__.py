@@ -1,0 +1,1 @@
+"""Benchmarks against the reference implementation: ``python -m bench [--quick]``."""
