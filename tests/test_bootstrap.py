@@ -89,3 +89,25 @@ def test_missing_artifact(tmp_path: Path) -> None:
     log = _failed(start_worker(tmp_path / "absent.tar.gz", tmp_path / "app", "served"))
     assert "absent.tar.gz" in log
     assert "FLASH_BUILD_ARTIFACT_PATH" in log
+
+
+def test_every_resource_of_the_init_template_boots(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    from jobserver import JobServer
+
+    from flash_runtime.pack import init_project
+
+    artifact = build(init_project(tmp_path / "hello")).artifact
+    lb = start_worker(artifact, tmp_path / "app", "lb_worker", port=free_port())
+    workers.append(lb)
+    assert _get_json(f"{lb.url}/health") == {"status": "ok"}
+    # One job server per queue endpoint; the workers share the app directory, as a host's do.
+    with JobServer(hold=1.0) as cpu, JobServer(hold=1.0) as gpu:
+        for resource, server in (("cpu_worker", cpu), ("gpu_worker", gpu)):
+            env = server.worker_env(resource)
+            workers.append(start_worker(artifact, tmp_path / "app", resource, extra_env=env))
+        words = cpu.wait(cpu.submit({"input_data": {"text": "a b a"}}))
+        hello = gpu.wait(gpu.submit({"input_data": {"message": "hi"}}))
+    assert words.result is not None and words.result["output"]["words"] == 3
+    assert hello.result is not None and hello.result["output"]["message"] == "hi"
