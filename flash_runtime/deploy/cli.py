@@ -20,6 +20,7 @@ import click
 
 from .._terminal import fail, new_console
 from ..errors import FlashError
+from ..pack.cli import exclude_option, no_deps_option
 from .target import PLATFORMS, Target
 
 T = TypeVar("T")
@@ -96,15 +97,8 @@ def _confirm(question: str, yes: bool) -> None:
     "--env", "env_name", default="production", show_default=True, help="Environment to deploy to."
 )
 @_app_option
-@click.option(
-    "--exclude",
-    multiple=True,
-    metavar="PKG[,PKG...]",
-    help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
-)
-@click.option(
-    "--no-deps", is_flag=True, help="Install the listed requirements without their dependencies."
-)
+@exclude_option
+@no_deps_option
 @_platform_option
 @_json_option
 @_handles_errors

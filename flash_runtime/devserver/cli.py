@@ -12,6 +12,7 @@ import click
 from .._terminal import fail
 from ..deploy.target import PLATFORMS
 from ..errors import FlashError
+from ..pack.cli import exclude_option
 from .session import DEFAULT_HOST, DEFAULT_PORT
 
 
@@ -41,12 +42,7 @@ from .session import DEFAULT_HOST, DEFAULT_PORT
     "app_name",
     help="The app (default: the project directory's name, as `flash deploy` names it).",
 )
-@click.option(
-    "--exclude",
-    multiple=True,
-    metavar="PKG[,PKG...]",
-    help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
-)
+@exclude_option
 @click.option("--no-reload", is_flag=True, help="Do not rebuild when project files change.")
 @click.pass_context
 def run_command(

@@ -19,19 +19,24 @@ from ..errors import FlashError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.command("build")
-@click.argument(
-    "project_dir", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
-)
-@click.option(
+# The build options `flash deploy` and `flash run` share with `flash build`.
+exclude_option = click.option(
     "--exclude",
     multiple=True,
     metavar="PKG[,PKG...]",
     help="Packages not to bundle (the worker image provides them); comma-separated, repeatable.",
 )
-@click.option(
+no_deps_option = click.option(
     "--no-deps", is_flag=True, help="Install the listed requirements without their dependencies."
 )
+
+
+@click.command("build")
+@click.argument(
+    "project_dir", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
+)
+@exclude_option
+@no_deps_option
 @click.option(
     "--skip-deps", is_flag=True, help="Install no dependencies at all (code-only artifact)."
 )
