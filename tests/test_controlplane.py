@@ -22,17 +22,18 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from flash_runtime.deploy.client import (
+from flash_runtime.deploy.target import local_target
+from flash_runtime.platform import controlplane
+from flash_runtime.platform.config import PlatformConfig
+from flash_runtime.platform.db import connect
+from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.protocol.controlplane import (
     AuthenticationError,
     ControlPlaneClient,
     GraphQLRequestError,
     UnreachableError,
 )
-from flash_runtime.deploy.target import Target, local_target
-from flash_runtime.platform import controlplane
-from flash_runtime.platform.config import PlatformConfig
-from flash_runtime.platform.db import connect
-from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.protocol.target import Target
 
 T = TypeVar("T")
 

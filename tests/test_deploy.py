@@ -17,11 +17,11 @@ from test_deploy_operations import check_request, schemas
 
 from flash_runtime import manifest as manifest_mod
 from flash_runtime.cli import main
-from flash_runtime.deploy.client import ControlPlaneClient
 from flash_runtime.deploy.deployer import DeployedEndpoint, DeployError, DeployResult, deploy
 from flash_runtime.deploy.summary import curl_line
 from flash_runtime.deploy.target import default_platform, resolve
 from flash_runtime.errors import FlashError
+from flash_runtime.protocol.controlplane import ControlPlaneClient
 
 APPS = Path(__file__).parent / "apps"
 

@@ -19,9 +19,9 @@ from graphql import (
 from graphql.execution.values import get_variable_values
 
 from flash_runtime import manifest as manifest_mod
-from flash_runtime.deploy import operations
 from flash_runtime.deploy.deployer import endpoint_input
 from flash_runtime.platform.controlplane import SCHEMA_PATH
+from flash_runtime.protocol import operations
 
 RUNPOD_SCHEMA_PATH = Path(__file__).with_name("runpod_schema.graphql")
 

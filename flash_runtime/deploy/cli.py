@@ -21,7 +21,7 @@ import click
 from .._terminal import fail, new_console
 from ..errors import FlashError
 from ..pack.cli import exclude_option, no_deps_option
-from .target import PLATFORMS, Target
+from ..protocol.target import PLATFORMS, Target
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,7 +70,7 @@ def _default_app(app_name: str | None) -> str:
 
 def _call(target: Target, operation: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``operation(client)`` with a control-plane client for ``target``."""
-    from .client import ControlPlaneClient
+    from ..protocol.controlplane import ControlPlaneClient
 
     async def run() -> T:
         async with ControlPlaneClient(target) as client:
@@ -148,7 +148,7 @@ def deploy_command(
 @_handles_errors
 def undeploy_command(env_name: str, app_name: str | None, yes: bool, platform: str | None) -> None:
     """Delete the endpoints of an environment (the environment and its builds stay)."""
-    from .client import ControlPlaneClient
+    from ..protocol.controlplane import ControlPlaneClient
     from .manage import remove_endpoints
     from .target import resolve
 

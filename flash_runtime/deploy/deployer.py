@@ -30,8 +30,8 @@ import orjson
 
 from .. import manifest as manifest_mod
 from ..errors import FlashError
-from .client import ControlPlaneClient
-from .target import Target
+from ..protocol.controlplane import ControlPlaneClient
+from ..protocol.target import Target
 
 if TYPE_CHECKING:
     from rich.console import Console

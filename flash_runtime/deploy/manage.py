@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import ControlPlaneClient
+from ..protocol.controlplane import ControlPlaneClient
 
 
 async def environment_details(

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
+from ..protocol.target import Target
 from .deployer import DeployedEndpoint, DeployResult
-from .target import Target
 
 if TYPE_CHECKING:
     from rich.console import Console

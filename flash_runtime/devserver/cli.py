@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from .._terminal import fail
-from ..deploy.target import PLATFORMS
 from ..errors import FlashError
 from ..pack.cli import exclude_option
+from ..protocol.target import PLATFORMS
 from .session import DEFAULT_HOST, DEFAULT_PORT
 
 

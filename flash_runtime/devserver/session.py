@@ -47,10 +47,10 @@ if TYPE_CHECKING:
     import uvicorn
     from rich.console import Console
 
-    from ..deploy.client import ControlPlaneClient
-    from ..deploy.target import Target
     from ..manifest import Manifest
     from ..pack.builder import BuildResult
+    from ..protocol.controlplane import ControlPlaneClient
+    from ..protocol.target import Target
     from .logs import LogTailer
     from .openapi import Report
 
@@ -334,8 +334,8 @@ class DevServer:
             self.terminal.note(f"port {options.port} is in use: serving on {port}")
         deployed = False
         try:
-            from ..deploy.client import ControlPlaneClient
             from ..deploy.target import resolve
+            from ..protocol.controlplane import ControlPlaneClient
 
             self.target = await asyncio.to_thread(resolve, options.platform, start=True)
             self.terminal.note(

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest as manifest_mod
-from ..deploy.target import RUNPOD_API_URL, RUNPOD_ENDPOINT_URL, Target
 from ..errors import FlashError, ManifestError, RemoteCallError
 from ..manifest import Manifest
+from ..protocol.target import RUNPOD_API_URL, RUNPOD_ENDPOINT_URL, Target
 
 DEFAULT_ENVIRONMENT = "production"  # the deployer's default, which a script targets too
 

@@ -28,13 +28,13 @@ from collections.abc import Callable
 import aiohttp
 from cachetools import TTLCache
 
-from ..deploy.client import (
+from ..errors import RemoteCallError
+from ..protocol.controlplane import (
     AuthenticationError,
     ControlPlaneClient,
     ControlPlaneError,
     GraphQLRequestError,
 )
-from ..errors import RemoteCallError
 from .context import CallContext
 
 log = logging.getLogger("flash_runtime.remote")
