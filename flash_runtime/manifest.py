@@ -95,6 +95,11 @@ class Manifest(_Node):
     routes: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     source_fingerprint: str | None = None
     resources_endpoints: dict[str, str] | None = None
+    # Which images the endpoints run on (flash_runtime.pack.images): "official" (Runpod's
+    # runpod/flash* images, entered through handler_<resource>.py) or "flash" (ours, published
+    # under image_repository).
+    image_target: str = "official"
+    image_repository: str | None = None
 
     def resource(self, name: str) -> Resource:
         """The resource called ``name``, or a ManifestError listing the ones there are."""

@@ -64,12 +64,25 @@ def test_init_template_builds_small_with_the_lb_echo_route(tmp_path: Path) -> No
         ]
     )
     assert "# hello-app" in (project / "README.md").read_text()
-    # No skip_deps: the template's only dependency (torch) is in the worker images.
+    # No skip_deps: the template's only dependency (torch) is declared by the GPU endpoint, and
+    # Runpod's GPU image has it. The artifact carries the worker core for Runpod's images.
     result = build(project)
-    assert result.size < 100 * 1024
+    assert result.image_target == "official" and 0 < result.core_bytes < 1024 * 1024
+    assert result.size < result.core_bytes + 100 * 1024
     assert result.deps_cached is None and result.left_out == {
-        "torch": "preinstalled in the CPU/GPU worker image"
+        "torch": "preinstalled in Runpod's GPU Flash image"
     }
+    # For our own images (which hold flash_runtime) it stays a few kilobytes.
+    ours = build(project, image_repository="registry.example/me", output=tmp_path / "ours.tgz")
+    assert ours.core_bytes == 0 and ours.size < 100 * 1024
+    py = ours.manifest.python_version
+    assert (
+        ours.manifest.resources["gpu_worker"].imageName
+        == f"registry.example/me/flash:py{py}-latest"
+    )
+    assert ours.manifest.image_target == "flash"
+    assert ours.manifest.image_repository == "registry.example/me"
+    assert ours.left_out == {"torch": "preinstalled in the flash_runtime GPU image"}
     m = result.manifest
     assert set(m.resources) == {"gpu_worker", "cpu_worker", "lb_worker"}
     assert m.routes == {"lb_worker": {"GET /health": "health", "POST /process": "process"}}
@@ -144,7 +157,8 @@ def app_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BuildResu
     outside.write_text("not part of the project")
     (project / "linked-secret.txt").symlink_to(outside)
     (project / "readme-link.md").symlink_to(project / "README.md")
-    result = build(project, skip_deps=True)
+    # On our own images, whose package set (numpy 2.2.6, torch 2.7.1) the packer knows.
+    result = build(project, skip_deps=True, image_repository="registry.example/me")
     return project, result
 
 
@@ -173,7 +187,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     assert (gpu.file_path, gpu.module_path) == ("gpu_worker.py", "gpu_worker")
     assert gpu.gpuIds == "ADA_24" and gpu.workersMax == 3 and gpu.env == {"MODEL": "tiny"}
     assert gpu.executionTimeoutMs == 30000
-    assert gpu.imageName == f"runpod/flash:py{m.python_version}-latest"
+    assert gpu.imageName == f"registry.example/me/flash:py{m.python_version}-latest"
     assert gpu.makes_remote_calls is False
     [fn] = gpu.functions
     assert (fn.name, fn.module, fn.is_async, fn.is_class) == (
@@ -187,7 +201,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     assert api.resource_type == "CpuLoadBalancerSlsResource" and api.is_load_balanced
     assert api.instanceIds == ["cpu5c-4-8"] and (api.workersMin, api.workersMax) == (1, 5)
     assert api.locations == "EU-RO-1" and api.scalerType == "REQUEST_COUNT"
-    assert api.imageName == f"runpod/flash-lb-cpu:py{m.python_version}-latest"
+    assert api.imageName == f"registry.example/me/flash-lb-cpu:py{m.python_version}-latest"
     assert api.makes_remote_calls is True  # generate() calls gpu_hello
     by_name = {f.name: f for f in api.functions}
     assert (by_name["get_item"].http_method, by_name["get_item"].http_path) == (
@@ -290,13 +304,14 @@ def test_merged_requirements_file(app_build: tuple[Path, BuildResult]) -> None:
     _, result = app_build
     text = read_member(result.artifact, "requirements.txt")
     lines = [line for line in text.splitlines() if not line.startswith("#")]
-    assert lines == ["requests>=2.31", "flash-test-heavy-package==1.0"]
-    assert "numpy==2.0.0" in text and "torch" in text and "runpod-flash" in text  # as comments
+    # numpy is pinned to another version than the image's 2.2.6: bundled, not dropped.
+    assert lines == ["requests>=2.31", "numpy==2.0.0", "flash-test-heavy-package==1.0"]
+    assert "torch" in text and "runpod-flash" in text  # as comments
     assert result.left_out == {
-        "runpod-flash": "the Flash SDK, in every worker image",
-        "numpy==2.0.0": "preinstalled in the CPU/GPU worker image",
-        "torch": "preinstalled in the CPU/GPU worker image",
+        "runpod-flash": "the Flash SDK: the artifact's runtime provides it",
+        "torch": "preinstalled in the flash_runtime GPU image",
     }
+    assert result.bundled == {"numpy==2.0.0": "the image has numpy 2.2.6; the artifact's copy wins"}
 
 
 # -- determinism ------------------------------------------------------------------------------
@@ -318,7 +333,11 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     assert {(m.uid, m.gid, m.uname, m.gname) for m in infos} == {(0, 0, "", "")}
     assert {m.mode for m in infos if m.isfile()} == {0o644}
     assert {m.mode for m in infos if m.isdir()} == {0o755}
-    assert len({m.mtime for m in infos}) == 1
+    # One mtime per part: the vendored worker core's (derived from its cache key), the project's.
+    core_part = [m for m in infos if m.name.split("/")[0] == ".flash-worker"]
+    project_part = [m for m in infos if m.name.split("/")[0] != ".flash-worker"]
+    assert core_part and len({m.mtime for m in core_part}) == 1
+    assert len({m.mtime for m in project_part}) == 1
     assert first_bytes[4:8] == b"\0\0\0\0"  # gzip MTIME
 
     # A code change changes the bytes and the fingerprint; reverting restores both.

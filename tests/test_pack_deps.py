@@ -85,6 +85,14 @@ def names(artifact: Path) -> set[str]:
         return {m.name for m in tar.getmembers()}
 
 
+@pytest.fixture(autouse=True)
+def _our_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about installing and caching, on flash_runtime's own images (whose package
+    set, numpy included, the packer knows with versions); tests/test_official_image.py covers
+    Runpod's official images."""
+    monkeypatch.setenv("FLASH_IMAGE_REPOSITORY", "registry.example/flash")
+
+
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_install_flat_exclude_and_reuse_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installer: str

@@ -20,7 +20,7 @@ import click
 
 from .._terminal import fail, new_console
 from ..errors import FlashError
-from ..pack.cli import exclude_option, no_deps_option
+from ..pack.cli import exclude_option, image_repository_option, no_deps_option
 from ..protocol.target import PLATFORMS, Target
 
 T = TypeVar("T")
@@ -99,6 +99,7 @@ def _confirm(question: str, yes: bool) -> None:
 @_app_option
 @exclude_option
 @no_deps_option
+@image_repository_option
 @_platform_option
 @_json_option
 @_handles_errors
@@ -107,6 +108,7 @@ def deploy_command(
     app_name: str | None,
     exclude: tuple[str, ...],
     no_deps: bool,
+    image_repository: str | None,
     platform: str | None,
     as_json: bool,
 ) -> None:
@@ -130,6 +132,7 @@ def deploy_command(
         environment_name=env_name,
         exclude=exclude,
         no_deps=no_deps,
+        image_repository=image_repository,
         console=console,
     )
     if as_json:

@@ -449,6 +449,7 @@ def deploy(
     environment_name: str = DEFAULT_ENVIRONMENT,
     exclude: Sequence[str] = (),
     no_deps: bool = False,
+    image_repository: str | None = None,
     console: Console | None = None,
 ) -> DeployResult:
     """Build ``project_dir`` and deploy it to ``environment_name`` of ``app_name`` (default: the
@@ -456,7 +457,13 @@ def deploy(
     from ..pack import build
 
     started = time.perf_counter()
-    built = build(project_dir, exclude=exclude, no_deps=no_deps, console=console)
+    built = build(
+        project_dir,
+        exclude=exclude,
+        no_deps=no_deps,
+        image_repository=image_repository,
+        console=console,
+    )
 
     async def run() -> DeployResult:
         async with ControlPlaneClient(target) as client:

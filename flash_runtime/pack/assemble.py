@@ -19,7 +19,7 @@ from typing import Any
 from .. import manifest as manifest_mod
 from .discover import Discovered, Function, module_name
 from .errors import BuildError
-from .images import default_image, resource_type
+from .images import ImageTarget, resource_type
 
 _PARAM = re.compile(r"\{[^/]*\}")
 
@@ -177,9 +177,11 @@ def build_manifest(
     generated_at: str,
     source_fingerprint: str,
     sources: Mapping[str, str],
+    target: ImageTarget | None = None,
 ) -> manifest_mod.Manifest:
     """The manifest, validated by the one schema (:func:`flash_runtime.manifest.from_builtins`)."""
     remote = makes_remote_calls(endpoints, sources)
+    target = target or ImageTarget("official")
     resources: dict[str, Any] = {}
     registry: dict[str, str] = {}
     routes: dict[str, dict[str, str]] = {}
@@ -197,7 +199,7 @@ def build_manifest(
             **ep.deploy_config,
         }
         if not resource.get("imageName"):
-            resource["imageName"] = default_image(
+            resource["imageName"] = target.image(
                 gpu=ep.is_gpu, load_balanced=lb, python_version=python_version
             )
         resources[ep.name] = resource
@@ -217,7 +219,10 @@ def build_manifest(
         "function_registry": dict(sorted(registry.items())),
         "routes": routes,
         "source_fingerprint": source_fingerprint,
+        "image_target": target.kind,
     }
+    if target.kind != "official":
+        raw["image_repository"] = target.repository
     return manifest_mod.from_builtins(raw, "generated manifest")
 
 

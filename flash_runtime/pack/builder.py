@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import manifest as manifest_mod
-from . import assemble, deps, discover, files, images, tarball
+from . import assemble, core, deps, discover, files, images, tarball
 from .errors import BuildError
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ class BuildResult:
     deps_installer: str | None = None
     deps_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    image_target: str = "official"
+    bundled: dict[str, str] = field(
+        default_factory=dict
+    )  # requirement -> why, though the image has it
+    core_bytes: int = 0  # compressed bytes of the vendored worker core (0: not vendored)
 
     def summary(self) -> dict[str, object]:
         """JSON-able description (``flash build --json``)."""
@@ -75,6 +80,9 @@ class BuildResult:
             "packages": [{"name": p.name, "version": p.version} for p in self.packages],
             "deps_cached": self.deps_cached,
             "warnings": self.warnings,
+            "image_target": self.image_target,
+            "bundled": self.bundled,
+            "core_bytes": self.core_bytes,
         }
 
 
@@ -179,12 +187,15 @@ def build(
     no_deps: bool = False,
     skip_deps: bool = False,
     python_version: str | None = None,
+    image_repository: str | None = None,
     console: Console | None = None,
 ) -> BuildResult:
     """Build ``project_dir`` into ``.flash/artifact.tar.gz`` (or ``output``).
 
     Also writes ``.flash/flash_manifest.json``. ``skip_deps`` installs no dependencies at all;
-    ``no_deps`` installs the listed requirements without their dependencies. Raises BuildError
+    ``no_deps`` installs the listed requirements without their dependencies.
+    ``image_repository`` (default ``FLASH_IMAGE_REPOSITORY``) targets flash_runtime's own images
+    published there; without one the artifact is for Runpod's official images. Raises BuildError
     (a FlashError) with a message for the user on every expected failure.
     """
     started = time.perf_counter()
@@ -193,6 +204,7 @@ def build(
     if not project.is_dir():
         raise BuildError(f"{project_dir}: not a directory")
     version = target_python(python_version)
+    target = images.ImageTarget.choose(image_repository)
     flash_dir = project / ".flash"
     artifact = (Path(output) if output is not None else flash_dir / "artifact.tar.gz").resolve()
     manifest_path = flash_dir / manifest_mod.MANIFEST_NAME
@@ -216,13 +228,19 @@ def build(
         generated_at=datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         source_fingerprint=_fingerprint(file_set),
         sources=sources,
+        target=target,
     )
     manifest_bytes = manifest_mod.dumps(manifest)
     report.done(_endpoints_line(manifest))
 
-    kinds = {"gpu" if ep.is_gpu else "cpu" for ep in endpoints}
-    left_out = {**images.image_provided(kinds), **user_excludes}
-    reqs = deps.merge_requirements(project, endpoints, left_out)
+    def provided_for(group: list[discover.Discovered]) -> dict[str, images.Provided]:
+        kinds = {"gpu" if ep.is_gpu else "cpu" for ep in group if not ep.has_image}
+        custom = any(ep.has_image for ep in group)
+        return images.image_provided(target, kinds, custom_image=custom)
+
+    custom_image = any(ep.has_image for ep in endpoints)
+    reqs = deps.merge_requirements(project, endpoints, provided_for, user_excludes)
+    left_out = deps.pruned_names(reqs, provided_for(endpoints), user_excludes)
     installed: deps.Installed | None = None
     if skip_deps:
         if reqs.requirements:
@@ -242,6 +260,16 @@ def build(
             )
             shown = ", ".join(real[:8]) + (", …" if len(real) > 8 else "")
             report.done(f"{how} in {installed.seconds:.1f}s ({_mb(installed.size)}): {shown}")
+    for req, why in reqs.bundled.items():
+        report.done(f"Bundled: {req} ({why})")
+    vendored: core.Core | None = None
+    if target.vendors_core or custom_image:
+        with report.step(f"Vendoring the worker core for Python {version}") as progress:
+            vendored = core.prepare(version, progress)
+        report.done(
+            f"Worker core in {core.VENDOR_DIR}/ ({_mb(vendored.compressed)} compressed"
+            f"{', cached' if vendored.cached else ''}): the artifact boots on Runpod's images"
+        )
     for req, why in reqs.left_out.items():
         report.done(f"Not bundled: {req} ({why})")
 
@@ -262,6 +290,20 @@ def build(
     entries = [
         tarball.Entry(f.rel, path=f.path, size=f.size, executable=f.executable) for f in shipped
     ]
+    shipped_names = {f.rel for f in shipped}
+    for name, res in manifest.resources.items():
+        entry_name = core.entry_name(name)
+        if entry_name in shipped_names:
+            raise BuildError(
+                f"{entry_name}: flash build writes this file (the entry Runpod's images load for "
+                f"endpoint {name!r}); rename the project's file"
+            )
+        entries.append(tarball.Entry(entry_name, data=core.entry_file(name, res.endpoint_type)))
+    if any(f.rel.split("/")[0] == core.VENDOR_DIR for f in shipped):
+        raise BuildError(f"{core.VENDOR_DIR}/: flash build writes this directory; rename yours")
+    segments = [(installed.segment, installed.tar_length)] if installed else []
+    if vendored is not None:
+        segments.append((vendored.segment, vendored.tar_length))
     entries.append(tarball.Entry(manifest_mod.MANIFEST_NAME, data=manifest_bytes))
     requirements_txt = reqs.text(project.name, installed=not skip_deps)
     entries.append(tarball.Entry("requirements.txt", data=requirements_txt.encode()))
@@ -271,8 +313,7 @@ def build(
                 artifact,
                 tarball.with_directories(entries),
                 mtime=epoch,
-                deps_segment=installed.segment if installed else None,
-                deps_length=installed.tar_length if installed else 0,
+                segments=segments,
             )
         if written.size > limit:
             artifact.unlink(missing_ok=True)
@@ -299,6 +340,9 @@ def build(
         deps_installer=installed.installer if installed else None,
         deps_seconds=installed.seconds if installed else 0.0,
         warnings=warnings,
+        image_target=target.kind,
+        bundled=dict(reqs.bundled),
+        core_bytes=vendored.compressed if vendored else 0,
     )
     if console is not None:
         _print_summary(console, result, project, skip_deps)

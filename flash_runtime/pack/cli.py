@@ -29,6 +29,13 @@ exclude_option = click.option(
 no_deps_option = click.option(
     "--no-deps", is_flag=True, help="Install the listed requirements without their dependencies."
 )
+image_repository_option = click.option(
+    "--image-repository",
+    metavar="REPO",
+    help="Run on flash_runtime's own images published under REPO (e.g. ghcr.io/me; default: "
+    "FLASH_IMAGE_REPOSITORY). Without one, the artifact is for Runpod's runpod/flash* images "
+    "and carries the worker core.",
+)
 
 
 @click.command("build")
@@ -37,6 +44,7 @@ no_deps_option = click.option(
 )
 @exclude_option
 @no_deps_option
+@image_repository_option
 @click.option(
     "--skip-deps", is_flag=True, help="Install no dependencies at all (code-only artifact)."
 )
@@ -56,6 +64,7 @@ def build_command(
     project_dir: Path,
     exclude: tuple[str, ...],
     no_deps: bool,
+    image_repository: str | None,
     skip_deps: bool,
     python_version: str | None,
     output: Path | None,
@@ -76,6 +85,7 @@ def build_command(
             no_deps=no_deps,
             skip_deps=skip_deps,
             python_version=python_version,
+            image_repository=image_repository,
             console=None if as_json else new_console(),
         )
     except FlashError as err:

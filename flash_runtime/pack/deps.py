@@ -2,8 +2,9 @@
 
 * **What**: the project's ``requirements.txt`` (with its ``-r``/``-c`` includes and index
   options) plus each endpoint's ``dependencies=[...]``, de-duplicated in that order. Requirements
-  the worker images already provide (:func:`flash_runtime.pack.images.image_provided`) and those
-  named with ``--exclude`` are left out.
+  the target image already satisfies (:func:`flash_runtime.pack.images.satisfied_by_image`) and
+  those named with ``--exclude`` are left out; one pinned to another version than the image's is
+  bundled.
 * **How**: ``uv pip install --target`` (uv is a dependency of ours, so it is always there; pip is
   the fallback, and ``FLASH_INSTALLER=uv|pip`` forces one) for Linux x86_64 manylinux wheels and
   the target Python version, binary wheels only (a source build on the developer's machine
@@ -38,7 +39,15 @@ from typing import Any
 from . import tarball
 from .discover import Discovered
 from .errors import BuildError
-from .images import PIP_PLATFORMS, UV_PLATFORM, normalize, requirement_name
+from .images import (
+    PIP_PLATFORMS,
+    UV_PLATFORM,
+    Provided,
+    image_version,
+    normalize,
+    requirement_name,
+    satisfied_by_image,
+)
 
 CACHE_FORMAT = 2
 _INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$")
@@ -60,6 +69,8 @@ class Requirements:
     install: list[str] = field(default_factory=list)  # requirement and option lines, in order
     sources: dict[str, str] = field(default_factory=dict)  # requirement -> where declared
     left_out: dict[str, str] = field(default_factory=dict)  # requirement -> why not installed
+    # requirement -> why it is installed although the image has the package (another version)
+    bundled: dict[str, str] = field(default_factory=dict)
 
     @property
     def requirements(self) -> list[str]:
@@ -131,30 +142,76 @@ def _read_requirements(
         out.append((re.sub(r"\s+", " ", line), f"{rel}:{number}"))
 
 
+ProvidedFor = Callable[[list[Discovered]], Mapping[str, Provided]]
+
+
 def merge_requirements(
-    project_dir: Path, endpoints: list[Discovered], left_out: Mapping[str, str]
+    project_dir: Path,
+    endpoints: list[Discovered],
+    provided_for: ProvidedFor,
+    excluded: Mapping[str, str] | None = None,
 ) -> Requirements:
-    """requirements.txt plus every endpoint's ``dependencies``, minus ``left_out`` names."""
-    declared: list[tuple[str, str]] = []
+    """requirements.txt plus every endpoint's ``dependencies``, minus what the images satisfy and
+    the ``excluded`` names.
+
+    ``provided_for(endpoints)`` is what every image of those endpoints holds. A requirement is
+    judged against the images of the endpoints that need it: an endpoint's own ``dependencies``
+    against its image, requirements.txt against every endpoint's (see
+    :func:`~.images.satisfied_by_image`). So ``dependencies=["torch"]`` on a GPU endpoint is
+    left to the GPU image even when the app has CPU endpoints too.
+    """
+    excluded = excluded or {}
+    declared: list[tuple[str, str, Discovered | None]] = []
     req_file = project_dir / "requirements.txt"
     if req_file.is_file():
-        _read_requirements(req_file, project_dir.resolve(), declared, set())
+        found: list[tuple[str, str]] = []
+        _read_requirements(req_file, project_dir.resolve(), found, set())
+        declared += [(line, source, None) for line, source in found]
     for ep in sorted(endpoints, key=lambda e: e.name):
         for dep in ep.dependencies:
             declared.append(
-                (re.sub(r"\s+", " ", dep.strip()), f"endpoint {ep.name!r} ({ep.where})")
+                (re.sub(r"\s+", " ", dep.strip()), f"endpoint {ep.name!r} ({ep.where})", ep)
             )
+    needed_by: dict[str, list[Discovered]] = {}
+    for line, _, declarer in declared:
+        group = needed_by.setdefault(line, [])
+        for member in endpoints if declarer is None else [declarer]:
+            if member not in group:
+                group.append(member)
     merged = Requirements()
-    for line, source in declared:
+    for line, source, _ in declared:
         if line in merged.sources or line in merged.left_out:
             continue
         name = requirement_name(line) if not line.startswith("-") else None
-        if name is not None and name in left_out:
-            merged.left_out[line] = left_out[name]
-            continue
+        if name is not None:
+            provided = provided_for(needed_by[line])
+            why = excluded.get(name) or satisfied_by_image(line, provided)
+            if why is not None:
+                merged.left_out[line] = why
+                continue
+            if name in provided:
+                version = image_version(line, provided)
+                have = f"{name} {version}" if version else name
+                merged.bundled[line] = f"the image has {have}; the artifact's copy wins"
         merged.sources[line] = source
         merged.install.append(line)
     return merged
+
+
+def pruned_names(
+    reqs: Requirements, provided: Mapping[str, Provided], excluded: Mapping[str, str]
+) -> dict[str, str]:
+    """The distributions kept out of the installed tree, also when another package pulls them
+    in: what every image of the app holds (``provided``), what was left out for the endpoints
+    that asked for it, and what the user excluded; less what is bundled on purpose."""
+    bundled = {requirement_name(line) for line in reqs.bundled}
+    out = {name: have.why for name, have in provided.items() if name not in bundled}
+    for line, why in reqs.left_out.items():
+        name = requirement_name(line)
+        if name and name not in bundled:
+            out.setdefault(name, why)
+    out.update(excluded)
+    return out
 
 
 @dataclass
@@ -239,7 +296,7 @@ def install(
     try:
         site = work / "site"
         site.mkdir(parents=True)
-        installer = _run_installer(
+        installer = run_installer(
             reqs,
             work,
             site,
@@ -351,7 +408,7 @@ def _installer_command(
     return "pip", cmd
 
 
-def _run_installer(
+def run_installer(
     reqs: Requirements,
     work: Path,
     site: Path,

@@ -1,41 +1,79 @@
-"""What the worker images already hold, and the platform the packer installs dependencies for.
+"""The images workers run on, what each already holds, and the platform dependencies are for.
 
-Two Dockerfiles at the repository root build every worker image: ``Dockerfile.gpu`` (CUDA base;
-tagged ``runpod/flash`` for queue-based and ``runpod/flash-lb`` for load-balanced workers) and
-``Dockerfile.cpu`` (slim Python; ``runpod/flash-cpu`` and ``runpod/flash-lb-cpu``). The
-load-balanced and queue-based images are the same build: the bootstrap picks the server from the
-manifest. Each image installs flash_runtime, and with it every dependency flash_runtime declares,
-plus the packages listed in ``images/<kind>.txt``.
+An endpoint runs on one of two families of image, the **image target** (recorded in the
+manifest's ``image_target``):
 
-A package the image already has must not be shipped again in the artifact, so the packer leaves
-out (see :func:`image_provided`):
+* ``official``, the default: Runpod's published ``runpod/flash``, ``runpod/flash-cpu``,
+  ``runpod/flash-lb`` and ``runpod/flash-lb-cpu`` images, unchanged. They run the reference
+  worker, which loads ``/app/handler_<resource>.py`` from the artifact; ``flash build`` writes
+  those files, and they hand the process over to flash_runtime, which the artifact carries in
+  ``.flash-worker/`` (see :mod:`.core`). What these images preinstall is
+  :data:`OFFICIAL_IMAGE_PACKAGES`.
+* ``flash``: our own images, built from ``Dockerfile.cpu``/``Dockerfile.gpu`` and published by
+  the user under a repository of their own (``FLASH_IMAGE_REPOSITORY`` or
+  ``--image-repository``; the image names are ``<repository>/flash-cpu:py3.12-latest`` and so
+  on). They hold flash_runtime's worker core (its declared dependencies) and
+  ``images/<kind>.txt``, which :data:`FLASH_IMAGE_PACKAGES` copies; ``tests/test_images.py``
+  fails when the two disagree.
 
-* the SDK itself (``flash-runtime``, and ``runpod-flash``, the name apps written for the reference
-  implementation list in their requirements) and flash_runtime's *declared* dependencies. Their
-  own transitive dependencies are not left out: they are an implementation detail of those
-  packages that changes from version to version (a newer ``runpod`` may stop pulling ``requests``),
-  so an app that asks for one gets it bundled and keeps working whatever the image resolves to;
-* the packages in :data:`IMAGE_PACKAGES` for the kinds of image the app's resources run on.
-  One artifact serves every resource of the app, so only what *every* image involved preinstalls
-  is left out (the intersection): a GPU-only app does not ship ``triton``, an app with CPU
-  workers too does, because the CPU image has no ``triton``.
+An endpoint with ``Endpoint(image=...)`` runs on an image of the user's whose contents the packer
+cannot know: nothing is left out for it but the SDK, and the core is vendored.
 
-:data:`IMAGE_PACKAGES` is the packer's copy of ``images/*.txt``; ``tests/test_images.py`` parses
-the Dockerfiles and those lists and fails when they disagree.
+A requirement the image already satisfies is not shipped again (see :func:`image_provided` and
+:func:`satisfied_by_image`): one that names a package the image has, with no version or a version
+range that admits the image's version, is left out; one pinned to a different version (or to
+any exact version where the image's version is not known) is bundled, and the artifact's copy
+wins. One artifact serves every resource of the app, so only what every image involved holds is
+left out (the intersection): a GPU-only app does not ship ``triton`` on our images, an app with
+CPU workers too does. The SDK itself (``flash-runtime``, and ``runpod-flash``, the name apps
+written for the reference list) is never bundled as a dependency.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-# Packages each image preinstalls on top of flash_runtime (normalised names; see images/*.txt).
-IMAGE_PACKAGES: dict[str, frozenset[str]] = {
-    "gpu": frozenset({"torch", "torchvision", "torchaudio", "triton", "numpy"}),
-    "cpu": frozenset({"torch", "torchvision", "torchaudio", "numpy"}),
+# What Runpod's published images preinstall (runpod-workers/flash: pyproject.toml and the
+# Dockerfiles), normalised name -> version, None where the image takes whatever is newest.
+_OFFICIAL_COMMON: dict[str, str | None] = {
+    "aiohttp": None,
+    "cloudpickle": None,
+    "pydantic": None,
+    "requests": None,
+    "runpod": None,
+    "hf-transfer": None,
+    "huggingface-hub": None,
+    "fastapi": None,
+    "uvicorn": None,
+    "runpod-flash": None,
 }
+OFFICIAL_IMAGE_PACKAGES: dict[str, dict[str, str | None]] = {
+    # The GPU images are runpod/pytorch with CUDA 12.8 and torch 2.9.1, plus numpy.
+    "gpu": {**_OFFICIAL_COMMON, "torch": "2.9.1", "numpy": None},
+    # The CPU images are python:X.Y-slim: no torch, no numpy.
+    "cpu": dict(_OFFICIAL_COMMON),
+}
+
+# What our images preinstall on top of flash_runtime's worker core (images/<kind>.txt).
+FLASH_IMAGE_PACKAGES: dict[str, dict[str, str | None]] = {
+    "gpu": {
+        "torch": "2.7.1",
+        "torchvision": "0.22.1",
+        "torchaudio": "2.7.1",
+        "triton": "3.3.1",
+        "numpy": "2.2.6",
+    },
+    "cpu": {"torch": "2.7.1", "torchvision": "0.22.1", "torchaudio": "2.7.1", "numpy": "2.2.6"},
+}
+
+IMAGE_TARGETS = ("official", "flash")
+OFFICIAL_REPOSITORY = "runpod"
+REPOSITORY_ENV = "FLASH_IMAGE_REPOSITORY"
 
 # Distribution names of the SDK: ours, and the reference implementation's (its apps list it).
 SDK_DISTRIBUTIONS = frozenset({"flash-runtime", "runpod-flash"})
@@ -98,34 +136,128 @@ def _pyproject_dependencies() -> list[str]:
     return [str(d) for d in deps]
 
 
-def image_provided(kinds: Iterable[str]) -> dict[str, str]:
-    """Every distribution the worker images of ``kinds`` ("gpu"/"cpu") already hold.
+@dataclass(frozen=True)
+class Provided:
+    """A package an image already holds: its version (None: unknown) and why it is there."""
 
-    Maps the normalised name to why it is there, for the build's report.
+    version: str | None
+    why: str
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """Which family of image the endpoints run on (see the module's documentation)."""
+
+    kind: str  # "official" | "flash"
+    repository: str = OFFICIAL_REPOSITORY
+
+    @classmethod
+    def choose(cls, repository: str | None = None) -> ImageTarget:
+        """Our images under ``repository`` (or ``FLASH_IMAGE_REPOSITORY``), else the official."""
+        repo = repository if repository is not None else os.environ.get(REPOSITORY_ENV, "")
+        repo = repo.strip().rstrip("/")
+        if not repo:
+            return cls("official")
+        if not re.fullmatch(
+            r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:[:/][a-z0-9]+(?:[._-][a-z0-9]+)*)*", repo
+        ):
+            from .errors import BuildError
+
+            raise BuildError(
+                f"image repository {repo!r} is not a valid registry path (lower-case letters, "
+                "digits, '.', '-', '_', separated by '/'; e.g. ghcr.io/me or docker.io/me)"
+            )
+        return cls("flash", repo)
+
+    @property
+    def vendors_core(self) -> bool:
+        """Whether the artifact must carry flash_runtime (the image does not have it)."""
+        return self.kind == "official"
+
+    def image(self, *, gpu: bool, load_balanced: bool, python_version: str) -> str:
+        """The image a resource runs on when its Endpoint gives no ``image``."""
+        name = {
+            (True, False): "flash",
+            (False, False): "flash-cpu",
+            (True, True): "flash-lb",
+            (False, True): "flash-lb-cpu",
+        }[(gpu, load_balanced)]
+        return f"{self.repository}/{name}:py{python_version}-latest"
+
+    def packages(self, hardware: str) -> dict[str, Provided]:
+        """What an image of this target for ``hardware`` ("gpu"/"cpu") holds."""
+        if self.kind == "official":
+            label = f"preinstalled in Runpod's {hardware.upper()} Flash image"
+            return {n: Provided(v, label) for n, v in OFFICIAL_IMAGE_PACKAGES[hardware].items()}
+        label = f"preinstalled in the flash_runtime {hardware.upper()} image"
+        out = {n: Provided(v, label) for n, v in FLASH_IMAGE_PACKAGES[hardware].items()}
+        for name in sorted(runtime_dependencies()):
+            out[name] = Provided(
+                None, "a dependency of flash_runtime, in every flash_runtime image"
+            )
+        return out
+
+
+def image_provided(
+    target: ImageTarget, hardware: Iterable[str], *, custom_image: bool = False
+) -> dict[str, Provided]:
+    """What every image the app's resources run on already holds (and the SDK, always).
+
+    ``hardware``: the kinds ("gpu"/"cpu") of the resources on ``target``'s images;
+    ``custom_image``: some resource runs on an image of the user's, which holds nothing known.
     """
-    provided: dict[str, str] = {}
-    kinds = sorted(set(kinds))
-    if kinds:
-        common = frozenset.intersection(*(IMAGE_PACKAGES[k] for k in kinds))
-        label = "/".join(k.upper() for k in kinds)
+    kinds = sorted(set(hardware))
+    provided: dict[str, Provided] = {}
+    if kinds and not custom_image:
+        sets = [target.packages(k) for k in kinds]
+        common = set(sets[0]).intersection(*sets[1:])
         for name in sorted(common):
-            provided[name] = f"preinstalled in the {label} worker image"
-    for name in sorted(runtime_dependencies()):
-        provided[name] = "a dependency of flash_runtime, in every worker image"
+            versions = {s[name].version for s in sets}
+            version = versions.pop() if len(versions) == 1 else None
+            whys = sorted({s[name].why for s in sets})
+            provided[name] = Provided(version, whys[0] if len(whys) == 1 else "; ".join(whys))
     for name in sorted(SDK_DISTRIBUTIONS):
-        provided[name] = "the Flash SDK, in every worker image"
+        provided[name] = Provided(None, "the Flash SDK: the artifact's runtime provides it")
     return provided
 
 
-def default_image(*, gpu: bool, load_balanced: bool, python_version: str) -> str:
-    """The worker image a resource runs on when its Endpoint gives no ``image``."""
-    repo = {
-        (True, False): "runpod/flash",
-        (False, False): "runpod/flash-cpu",
-        (True, True): "runpod/flash-lb",
-        (False, True): "runpod/flash-lb-cpu",
-    }[(gpu, load_balanced)]
-    return f"{repo}:py{python_version}-latest"
+def satisfied_by_image(requirement: str, provided: Mapping[str, Provided]) -> str | None:
+    """Why ``requirement`` need not be bundled, or None when it must be.
+
+    A requirement the image's package satisfies is left out; an exact pin to another version,
+    or one whose version the packer cannot compare, is bundled.
+    """
+    name = requirement_name(requirement)
+    if name is None or name not in provided:
+        return None
+    have = provided[name]
+    if name in SDK_DISTRIBUTIONS:
+        return have.why
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging comes with the CLI install
+        return have.why
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return None
+    if parsed.url:
+        return None
+    if not parsed.specifier:
+        return have.why
+    if have.version is None:
+        exact = any(spec.operator in ("==", "===") for spec in parsed.specifier)
+        return None if exact else have.why
+    if parsed.specifier.contains(have.version, prereleases=True):
+        return f"{have.why} ({name} {have.version})"
+    return None
+
+
+def image_version(requirement: str, provided: Mapping[str, Provided]) -> str | None:
+    """The version of ``requirement``'s package in the image, when it has one and it is known."""
+    name = requirement_name(requirement)
+    have = provided.get(name or "")
+    return have.version if have else None
 
 
 def resource_type(*, gpu: bool, load_balanced: bool) -> str:

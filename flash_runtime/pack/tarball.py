@@ -8,8 +8,9 @@ no file name and the "unknown" OS byte, and a fixed compression level.
 Layout: the archive is a concatenation of gzip members, which every gzip reader (Python's
 ``tarfile``/``gzip``, GNU tar, zcat) reads as one stream. The first member holds the installed
 dependencies and is written once per dependency set, into the dependency cache, so a code-only
-rebuild copies it instead of compressing it again; the second holds the project's files, the
-manifest and ``requirements.txt`` and the end-of-archive marker. Entries are sorted within each
+rebuild copies it instead of compressing it again; the second (when the artifact carries it) is
+flash_runtime's vendored worker core, cached the same way; the last holds the project's files,
+the manifest, ``requirements.txt``, the entry files and the end-of-archive marker. Entries are sorted within each
 part; the project's part comes last, so should a project file share a path with a dependency's
 file, the project's copy is the one extracted.
 
@@ -28,7 +29,7 @@ import gzip
 import hashlib
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -165,10 +166,10 @@ def write_artifact(
     project_entries: list[Entry],
     *,
     mtime: int,
-    deps_segment: Path | None = None,
-    deps_length: int = 0,
+    segments: Sequence[tuple[Path, int]] = (),
 ) -> Written:
-    """Write the artifact: the cached dependency member, then the project member and end marker.
+    """Write the artifact: the cached members (``segments``: path and uncompressed length; the
+    dependencies, the vendored worker core), then the project member and the end marker.
 
     Written to a temporary file beside ``output`` and renamed, so a failed build never leaves a
     truncated artifact where a good one was.
@@ -178,12 +179,14 @@ def write_artifact(
     try:
         with open(tmp, "wb") as raw:
             sink = _Sink(raw)
-            if deps_segment is not None:
-                with open(deps_segment, "rb") as seg:
+            length = 0
+            for segment, segment_length in segments:
+                with open(segment, "rb") as seg:
                     while chunk := seg.read(_COPY):
                         sink.write(chunk)
+                length += segment_length
             gz = _member(sink, PROJECT_LEVEL)
-            length = deps_length + write_entries(gz, project_entries, mtime)
+            length += write_entries(gz, project_entries, mtime)
             end = 2 * BLOCK
             end += -(length + end) % RECORD
             gz.write(b"\0" * end)

@@ -154,11 +154,10 @@ class LBWorker:
         )
         threading.Thread(target=self._load, name="flash-load", daemon=True).start()
 
-        import uvicorn
+        from . import _uvicorn, router  # noqa: F401 - router: imported while user code loads
 
-        from . import router  # noqa: F401 - imported while user code loads, not after
-
-        uvicorn_config = uvicorn.Config(
+        config_class, _ = _uvicorn.load()
+        uvicorn_config = config_class(
             self.app,
             interface="asgi3",
             lifespan="off",
@@ -231,9 +230,11 @@ def _server_class() -> type[uvicorn.Server]:
     (uvicorn re-raises the captured signal once it has shut down, which would end the process
     "killed by SIGTERM" even though every request finished.)
     """
-    import uvicorn
+    from . import _uvicorn
 
-    class Server(uvicorn.Server):
+    _, server_class = _uvicorn.load()
+
+    class Server(server_class):  # type: ignore[valid-type,misc]
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():

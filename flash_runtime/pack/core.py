@@ -1,0 +1,210 @@
+"""The worker core an artifact carries for images that lack flash_runtime, and the entry files.
+
+Runpod's published Flash images run the reference worker: it extracts the artifact into ``/app``
+and loads ``/app/handler_<resource>.py`` (``handler`` for queue images, a FastAPI ``app`` for
+load-balanced ones). :func:`entry_file` writes that file for each resource; importing it hands
+the process over to flash_runtime's own worker (:mod:`flash_runtime.worker.handover`), which
+the artifact carries in :data:`VENDOR_DIR`:
+
+* flash_runtime's worker core (:data:`CORE_MODULES`: the SDK, the manifest, ``worker/``,
+  ``remote/``, ``protocol/``) and the ``runpod_flash`` alias, copied from the flash_runtime
+  that builds the artifact, so the worker is the version the CLI was tested with;
+* the core's third-party packages the official images do not have (:data:`VENDORED`), installed
+  for the artifact's Python version and Linux x86_64 like any dependency. The images already
+  have aiohttp, uvicorn (with uvloop and httptools) and anyio.
+
+The directory goes first on the worker's ``sys.path``, so our ``runpod_flash`` wins over the
+reference SDK the images preinstall. It is one gzip member of the artifact, cached per (Python
+version, core sources, vendored versions) under ``$FLASH_HOME/cache/core``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import deps, tarball
+from .errors import BuildError
+from .images import UV_PLATFORM
+
+VENDOR_DIR = ".flash-worker"
+# flash_runtime's worker core: what a worker imports. Everything else (pack, deploy, platform,
+# devserver, the CLI) stays with the CLI install.
+CORE_MODULES = (
+    "__init__.py",
+    "bootstrap.py",
+    "endpoint.py",
+    "errors.py",
+    "manifest.py",
+    "resources.py",
+    "py.typed",
+    "worker",
+    "remote",
+    "protocol",
+)
+ALIAS_PACKAGE = "runpod_flash"
+# The core's third-party packages that the official images lack (msgspec, orjson, cachetools),
+# and starlette, which they hold only at whatever version their fastapi pins: our router is
+# tested with ours. All four are small; msgspec and orjson are compiled, so they are installed
+# for the artifact's Python version and platform.
+VENDORED = ("msgspec", "orjson", "cachetools", "starlette")
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Core:
+    """The vendored core as one gzip member of the artifact."""
+
+    segment: Path
+    tar_length: int
+    size: int  # bytes installed
+    compressed: int  # bytes of the member
+    files: int
+    cached: bool
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def core_files() -> list[tuple[str, Path]]:
+    """(path in the artifact, source file) of flash_runtime's core and the alias package."""
+    root = _package_root()
+    alias = root.parent / ALIAS_PACKAGE
+    out: list[tuple[str, Path]] = []
+
+    def add(base: Path, prefix: str, item: Path) -> None:
+        if item.is_dir():
+            for path in sorted(item.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    out.append((f"{prefix}/{path.relative_to(base).as_posix()}", path))
+        elif item.is_file():
+            out.append((f"{prefix}/{item.relative_to(base).as_posix()}", item))
+        else:
+            raise BuildError(f"flash_runtime's worker core is incomplete: {item} is missing")
+
+    for name in CORE_MODULES:
+        add(root, f"{VENDOR_DIR}/flash_runtime", root / name)
+    add(alias, f"{VENDOR_DIR}/{ALIAS_PACKAGE}", alias)
+    return out
+
+
+def vendored_pins() -> list[str]:
+    """``name==version`` of :data:`VENDORED`, at the versions this flash_runtime runs with."""
+    pins = []
+    for name in VENDORED:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            raise BuildError(
+                f"{name} is not installed here, and the artifact's worker core needs it; "
+                "reinstall flash_runtime"
+            ) from None
+    return pins
+
+
+def prepare(python_version: str, progress: Callable[[str], None] | None = None) -> Core:
+    """The core member for ``python_version``: from the cache, or installed and packed now."""
+    sources = core_files()
+    pins = vendored_pins()
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, python_version, UV_PLATFORM, pins]).encode())
+    for rel, path in sources:
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    key = digest.hexdigest()[:32]
+    entry = deps.flash_home() / "cache" / "core" / key
+    meta_path = entry / "meta.json"
+    if meta_path.is_file() and (entry / "core.tar.gz").is_file():
+        try:
+            return _from_meta(entry, json.loads(meta_path.read_text()), cached=True)
+        except (OSError, ValueError, KeyError):
+            pass  # damaged: build it again
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    work = entry.parent / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        site = work / "site"
+        site.mkdir(parents=True)
+        reqs = deps.Requirements(install=pins)
+        deps.run_installer(
+            reqs, work, site, python_version=python_version, no_deps=True, left_out={},
+            progress=progress,
+        )  # fmt: skip
+        shutil.rmtree(site / "bin", ignore_errors=True)
+        (site / ".lock").unlink(missing_ok=True)
+        entries = [tarball.Entry(rel, path=path, size=path.stat().st_size) for rel, path in sources]
+        for path in sorted(site.rglob("*")):
+            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+                rel = f"{VENDOR_DIR}/{path.relative_to(site).as_posix()}"
+                entries.append(tarball.Entry(rel, path=path, size=path.stat().st_size))
+        length = tarball.write_segment(
+            work / "core.tar.gz", tarball.with_directories(entries), deps.deps_mtime(key)
+        )
+        meta = {
+            "key": key,
+            "python_version": python_version,
+            "pins": pins,
+            "tar_length": length,
+            "size": sum(e.size for e in entries),
+            "files": len(entries),
+        }
+        shutil.rmtree(site)
+        (work / "meta.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(work, entry)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _from_meta(entry, meta, cached=False)
+
+
+def _from_meta(entry: Path, meta: dict[str, object], *, cached: bool) -> Core:
+    segment = entry / "core.tar.gz"
+    return Core(
+        segment=segment,
+        tar_length=int(str(meta["tar_length"])),
+        size=int(str(meta["size"])),
+        compressed=segment.stat().st_size,
+        files=int(str(meta["files"])),
+        cached=cached,
+    )
+
+
+def entry_name(resource: str) -> str:
+    """The entry file the official images load for ``resource``."""
+    return f"handler_{resource}.py"
+
+
+def entry_file(resource: str, endpoint_type: str) -> bytes:
+    """``handler_<resource>.py``: hands the official image's worker over to flash_runtime."""
+    kind = "load-balanced" if endpoint_type == "lb" else "queue-based"
+    return f'''"""Entry file of endpoint {resource!r} ({kind}), written by flash build.
+
+Runpod's runpod/flash* images load this file after extracting the artifact. It does not define
+the `handler` or `app` they look for: it replaces the process with flash_runtime's worker, which
+the artifact carries in {VENDOR_DIR}/ (see flash_runtime.worker.handover).
+"""
+
+import os
+import sys
+
+_app_dir = os.path.dirname(os.path.abspath(__file__))
+_core = os.path.join(_app_dir, {VENDOR_DIR!r})
+if not os.path.isdir(os.path.join(_core, "flash_runtime")):
+    raise RuntimeError(
+        "this artifact was built for flash_runtime's own images (image_target 'flash'), which "
+        "run `python -m flash_runtime.bootstrap`; to run it on Runpod's runpod/flash* images, "
+        "build it without an image repository (unset FLASH_IMAGE_REPOSITORY)"
+    )
+sys.path.insert(0, _core)
+for _name in [m for m in sys.modules if m == "flash_runtime" or m.startswith("flash_runtime.")]:
+    del sys.modules[_name]
+
+from flash_runtime.worker.handover import hand_over  # noqa: E402
+
+hand_over({resource!r}, {endpoint_type!r}, _app_dir, _core)
+'''.encode()
