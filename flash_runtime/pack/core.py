@@ -23,12 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ..manifest import interpreter_version as manifest_python
 from . import deps, tarball
 from .errors import BuildError
 from .images import UV_PLATFORM
@@ -130,11 +133,12 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
     try:
         site = work / "site"
         site.mkdir(parents=True)
-        reqs = deps.Requirements(install=pins)
-        deps.run_installer(
-            reqs, work, site, python_version=python_version, no_deps=True, left_out={},
-            progress=progress,
-        )  # fmt: skip
+        if not _copy_installed(site, python_version):
+            reqs = deps.Requirements(install=pins)
+            deps.run_installer(
+                reqs, work, site, python_version=python_version, no_deps=True, left_out={},
+                progress=progress,
+            )  # fmt: skip
         shutil.rmtree(site / "bin", ignore_errors=True)
         (site / ".lock").unlink(missing_ok=True)
         entries = [tarball.Entry(rel, path=path, size=path.stat().st_size) for rel, path in sources]
@@ -160,6 +164,39 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _from_meta(entry, meta, cached=False)
+
+
+def _copy_installed(site: Path, python_version: str) -> bool:
+    """Copy :data:`VENDORED` from this environment when it is the workers' kind of machine.
+
+    The installed files are exactly what an install for this Python version on Linux x86_64
+    would give, so no download is needed (and a build works offline). False when this machine is
+    of another kind, or a distribution's files cannot all be found.
+    """
+    if (
+        manifest_python() != python_version
+        or sys.platform != "linux"
+        or platform.machine() != "x86_64"
+    ):
+        return False
+    copies: list[tuple[Path, Path]] = []
+    for name in VENDORED:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            return False
+        base = Path(str(dist.locate_file(""))).resolve()
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file))).resolve()
+            if "__pycache__" in file.parts or not source.is_relative_to(base):
+                continue  # bytecode, console scripts
+            if not source.is_file():
+                return False
+            copies.append((source, site / source.relative_to(base)))
+    for source, dest in copies:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    return True
 
 
 def _from_meta(entry: Path, meta: dict[str, object], *, cached: bool) -> Core:

@@ -1,0 +1,94 @@
+"""Booting artifacts the way Runpod's official Flash images do (``tests/official_image/``).
+
+:func:`environment` makes (once, cached under ``build/``) a virtual environment holding the
+images' package set; :class:`OfficialImage` lays out an image's app directory and starts its
+queue or load-balanced entry there, with the environment a Runpod worker gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import WorkerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRIES = Path(__file__).parent / "official_image"
+# What runpod-workers/flash's pyproject.toml installs into every image (runpod-flash at the
+# version our benchmarks compare against).
+PACKAGES = [
+    "aiohttp",
+    "cloudpickle",
+    "pydantic",
+    "requests",
+    "runpod",
+    "hf_transfer",
+    "huggingface_hub",
+    "fastapi",
+    "uvicorn[standard]",
+    "runpod-flash==1.21.0",
+]
+
+
+def environment(python: str = sys.executable) -> Path:
+    """The official images' Python environment (its interpreter's path)."""
+    key = hashlib.sha256(repr((PACKAGES, python)).encode()).hexdigest()[:12]
+    venv = ROOT / "build" / f"official-image-{key}"
+    interpreter = venv / "bin" / "python"
+    if (venv / ".complete").is_file():
+        return interpreter
+    from uv import find_uv_bin
+
+    uv = str(find_uv_bin())
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([uv, "venv", "-q", "--python", python, str(venv)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(interpreter), *PACKAGES], check=True
+    )
+    (venv / ".complete").write_text("ok\n")
+    return interpreter
+
+
+class OfficialImage:
+    """One container's worth of the official image: its app directory and its entry."""
+
+    def __init__(self, interpreter: Path, app_dir: Path) -> None:
+        self.interpreter = interpreter
+        self.app_dir = app_dir
+        app_dir.mkdir(parents=True, exist_ok=True)
+        for entry in ENTRIES.glob("*.py"):
+            shutil.copy(entry, app_dir / entry.name)
+
+    def start(
+        self, artifact: Path, resource: str, kind: str, env: dict[str, str], port: int | None = None
+    ) -> WorkerProcess:
+        """Start the image's entry (``kind``: "qb" or "lb") as the image's CMD does."""
+        worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+        worker_env.pop("PYTHONPATH", None)
+        worker_env.update(
+            FLASH_BUILD_ARTIFACT_PATH=str(artifact),
+            FLASH_RESOURCE_NAME=resource,
+            RUNPOD_ENDPOINT_ID="ep-official",
+            PYTHONUNBUFFERED="1",
+            PATH=f"{self.interpreter.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        worker_env.update(env)
+        if kind == "lb":
+            worker_env["FLASH_ENDPOINT_TYPE"] = "lb"
+            bin_dir = self.interpreter.parent
+            command = [
+                str(bin_dir / "uvicorn"), "lb_handler:app", "--host", "127.0.0.1",
+                "--port", str(port), "--timeout-keep-alive", "600",
+            ]  # fmt: skip
+        else:
+            command = [str(self.interpreter), "handler.py"]
+        log_path = self.app_dir.parent / f"{self.app_dir.name}-{resource}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                command, cwd=self.app_dir, env=worker_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return WorkerProcess(proc, log_path, port)

@@ -1,0 +1,155 @@
+"""Artifacts boot on Runpod's official Flash images unchanged (item 1 of the image work).
+
+Each test builds a real artifact for the default image target, starts it exactly as the
+published ``runpod/flash*`` images start a worker (``tests/official_image/``: their entry
+files, their package set with the reference SDK preinstalled, ``python handler.py`` or
+``uvicorn lb_handler:app``), and calls it: load-balanced routes over HTTP, queue jobs through the
+official ``runpod`` worker protocol (``tests/jobserver.py`` checks every request). The entry
+files hand the process over to flash_runtime's own worker, vendored in the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import APPS, WorkerProcess, free_port
+from jobserver import JobServer
+from officialimage import OfficialImage, environment
+
+from flash_runtime.pack import build
+from flash_runtime.pack.scaffold import init_project
+
+
+@pytest.fixture(scope="module")
+def interpreter() -> Path:
+    return environment()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = init_project(tmp_path_factory.mktemp("tpl") / "hello")
+    return build(project).artifact
+
+
+@pytest.fixture(scope="module")
+def numpy_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("np") / "official_numpy"
+    shutil.copytree(APPS / "official_numpy", project)
+    result = build(project)
+    assert "numpy" in {p.name for p in result.packages}  # Runpod's CPU images have no numpy
+    return result.artifact
+
+
+@pytest.fixture
+def started() -> Iterator[list[WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+def http(url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_ready(worker: WorkerProcess, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.proc.poll() is not None:
+            pytest.fail(f"the worker exited ({worker.proc.returncode}):\n{worker.log()}")
+        try:
+            if http(f"{worker.url}/ping", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"no 200 from /ping in {timeout}s:\n{worker.log()}")
+
+
+def start_lb(interpreter: Path, tmp: Path, artifact: Path, resource: str) -> WorkerProcess:
+    image = OfficialImage(interpreter, tmp / f"app-{resource}")
+    worker = image.start(artifact, resource, "lb", {}, port=free_port())
+    wait_ready(worker)
+    return worker
+
+
+def test_lb_template_serves_through_the_official_lb_entry(
+    interpreter: Path, template: Path, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    worker = start_lb(interpreter, tmp_path, template, "lb_worker")
+    started.append(worker)
+    status, body = http(f"{worker.url}/process", {"input_data": {"hello": "world"}})
+    assert status == 200 and body["echo"] == {"hello": "world"}
+    assert http(f"{worker.url}/health")[0] == 200
+    status, _ = http(f"{worker.url}/process", {"wrong": 1})
+    assert status == 422  # our router validates: the hand-over happened
+    log = worker.log()
+    assert "handing the worker over to flash_runtime" in log
+    assert "FLASH_DISABLE_UNPACK" not in log and "extracted" not in log  # extracted once, by the image
+
+
+def test_queue_template_runs_on_our_job_loop_behind_the_official_entry(
+    interpreter: Path, template: Path, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    with JobServer(hold=1.0) as server:
+        image = OfficialImage(interpreter, tmp_path / "app")
+        worker = image.start(
+            template, "cpu_worker", "qb", server.worker_env("official-1", ping_ms=1000)
+        )
+        started.append(worker)
+        job = server.wait(server.submit({"input_data": {"text": "a b a"}}), timeout=30)
+        assert job.result is not None, worker.log()
+        assert job.result["output"]["words"] == 3
+        worker.stop()
+        assert not server.violations, server.violations
+    log = worker.log()
+    assert "handing the worker over to flash_runtime" in log
+    assert f"job {job.id} done in" in log  # our loop's line, not the official loop's
+    assert "Starting Serverless Worker" not in log
+
+
+def test_numpy_app_bundles_numpy_and_our_sdk_wins(
+    interpreter: Path, numpy_app: Path, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    worker = start_lb(interpreter, tmp_path, numpy_app, "stats_api")
+    started.append(worker)
+    status, body = http(f"{worker.url}/mean", {"values": [1, 2, 6]})
+    assert status == 200 and body["mean"] == 3.0
+    # The image preinstalls the reference SDK as runpod_flash; the artifact's alias wins.
+    assert "/.flash-worker/runpod_flash/" in body["sdk"]
+
+    with JobServer(hold=1.0) as server:
+        image = OfficialImage(interpreter, tmp_path / "app-q")
+        queue = image.start(numpy_app, "stats_job", "qb", server.worker_env("np-1", ping_ms=1000))
+        started.append(queue)
+        job = server.wait(server.submit({"values": [1.5, 2.5]}), timeout=30)
+        assert job.result is not None, queue.log()
+        assert job.result["output"]["total"] == 4.0
+        queue.stop()
+        assert not server.violations
+
+
+def test_artifact_for_our_images_says_so_on_an_official_image(
+    interpreter: Path, tmp_path: Path
+) -> None:
+    project = init_project(tmp_path / "hello")
+    artifact = build(project, image_repository="registry.example/me").artifact
+    image = OfficialImage(interpreter, tmp_path / "app")
+    worker = image.start(artifact, "lb_worker", "lb", {}, port=free_port())
+    assert worker.wait_exit(30) != 0
+    assert "built for flash_runtime's own images" in worker.log()
