@@ -67,7 +67,9 @@ class OfficialImage:
         self, artifact: Path, resource: str, kind: str, env: dict[str, str], port: int | None = None
     ) -> WorkerProcess:
         """Start the image's entry (``kind``: "qb" or "lb") as the image's CMD does."""
-        worker_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+        worker_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))
+        }
         worker_env.pop("PYTHONPATH", None)
         worker_env.update(
             FLASH_BUILD_ARTIFACT_PATH=str(artifact),

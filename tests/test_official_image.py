@@ -100,7 +100,9 @@ def test_lb_template_serves_through_the_official_lb_entry(
     assert status == 422  # our router validates: the hand-over happened
     log = worker.log()
     assert "handing the worker over to flash_runtime" in log
-    assert "FLASH_DISABLE_UNPACK" not in log and "extracted" not in log  # extracted once, by the image
+    assert (
+        "FLASH_DISABLE_UNPACK" not in log and "extracted" not in log
+    )  # extracted once, by the image
 
 
 def test_queue_template_runs_on_our_job_loop_behind_the_official_entry(

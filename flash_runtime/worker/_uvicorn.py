@@ -38,6 +38,10 @@ def load() -> tuple[type[Config], type[Server]]:
 
         package.__getattr__ = complete  # type: ignore[method-assign]
         sys.modules["uvicorn"] = package
+    package = sys.modules["uvicorn"]
     config = importlib.import_module("uvicorn.config")
+    # uvicorn's own modules import these two from the package (``from uvicorn import Config``).
+    package.__dict__.setdefault("Config", config.Config)
     server = importlib.import_module("uvicorn.server")
+    package.__dict__.setdefault("Server", server.Server)
     return config.Config, server.Server
