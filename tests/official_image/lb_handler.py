@@ -10,7 +10,7 @@ from fastapi import FastAPI
 if _contract.deployed():
     _contract.extract()
 # The image imports the reference SDK it finds (its own, preinstalled) before the entry file.
-import runpod_flash.protos.remote_execution  # noqa: E402,F401
+import runpod_flash.protos.remote_execution  # noqa: F401
 
 if os.environ.get("FLASH_ENDPOINT_TYPE") != "lb":
     raise SystemExit("only FLASH_ENDPOINT_TYPE=lb loads the entry file")
