@@ -1,9 +1,10 @@
 """The worker images and the packer agree on what the images preinstall.
 
-There is no Docker engine here, so the Dockerfiles are parsed: every ``pip install`` they run
-must install either a list from ``images/`` (whose names must equal the packer's
-``IMAGE_PACKAGES``) or flash_runtime's own source (whose declared dependencies the packer reads
-from the installed metadata, which must equal pyproject.toml's).
+The Dockerfiles are parsed here (``scripts/test-images`` builds and runs them for real, in
+``tests/containers/``): they install ``IMAGE_PACKAGES`` (``images/<kind>.txt``, whose names and
+versions must equal the packer's ``FLASH_IMAGE_PACKAGES``) and flash_runtime's own source without
+extras (whose declared dependencies the packer reads from the installed metadata, which must
+equal pyproject.toml's).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def pip_installs(dockerfile: Dockerfile) -> list[list[str]]:
     found = []
     for run in dockerfile.runs:
         for command in re.split(r"&&|;|\|\|", run):
+            if "pip install" not in command:
+                continue
             words = shlex.split(command)
             for i in range(len(words) - 1):
                 if words[i] == "pip" and words[i + 1] == "install":
@@ -106,49 +109,76 @@ def names_in(requirements: Path) -> set[str]:
     return out
 
 
+def versions_in(requirements: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name = images.requirement_name(line)
+            assert name, f"{requirements}: cannot read a package name from {line!r}"
+            pin = line.split("==", 1)[1].split("+", 1)[0] if "==" in line else None
+            out[name] = pin
+    return out
+
+
 @pytest.mark.parametrize("kind", ["gpu", "cpu"])
 def test_dockerfile_installs_what_the_packer_leaves_out(kind: str) -> None:
+    """The image installs IMAGE_PACKAGES (default: images/<kind>.txt, whose names and versions
+    the packer copies) and flash_runtime's source without extras: its worker core."""
     dockerfile = parse(ROOT / f"Dockerfile.{kind}")
+    assert dockerfile.args["IMAGE_PACKAGES"] == f"images/{kind}.txt"
+    assert source_of(dockerfile, "/opt/flash/images/packages.txt") == ["${IMAGE_PACKAGES}"]
     installs = pip_installs(dockerfile)
-    assert installs, "the Dockerfile installs nothing with pip"
-    lists: set[str] = set()
-    sources: set[str] = set()
-    for args in installs:
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg in ("-r", "--requirement"):
-                [repo_file] = source_of(dockerfile, args[i + 1])
-                lists.add(repo_file)
-                i += 2
-                continue
-            if arg.startswith("-"):
-                i += 1
-                continue
-            # A positional argument: only flash_runtime's source tree may be installed so.
-            copied = source_of(dockerfile, arg.rstrip("/") + "/")
-            assert "pyproject.toml" in copied, f"pip installs {arg!r}, which is not a list"
-            assert (ROOT / "pyproject.toml").is_file()
-            sources.add(arg)
-            i += 1
-    assert lists == {f"images/{kind}.txt"}
-    assert len(sources) == 1, "flash_runtime must be installed from its source, once"
-    src = sources.pop().rstrip("/")
-    assert source_of(dockerfile, f"{src}/flash_runtime") == ["flash_runtime"]
-    assert source_of(dockerfile, f"{src}/runpod_flash") == ["runpod_flash"]
+    assert ["$@", "-r", "/opt/flash/images/packages.txt"] in installs
+    assert ["$@", "/opt/flash/src"] in installs  # no [cli] extra: the worker core only
+    assert source_of(dockerfile, "/opt/flash/src/flash_runtime") == ["flash_runtime"]
+    assert source_of(dockerfile, "/opt/flash/src/runpod_flash") == ["runpod_flash"]
+    assert versions_in(ROOT / f"images/{kind}.txt") == images.FLASH_IMAGE_PACKAGES[kind]
 
-    assert names_in(ROOT / f"images/{kind}.txt") == images.IMAGE_PACKAGES[kind]
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu"])
+def test_dockerfile_takes_a_base_image_and_a_wheelhouse(kind: str) -> None:
+    dockerfile = parse(ROOT / f"Dockerfile.{kind}")
+    assert dockerfile.froms == ["${BASE_IMAGE}"]
+    assert dockerfile.args["WHEELHOUSE"] == ""
+    assert source_of(dockerfile, "/opt/flash/wheelhouse") == ["${WHEELHOUSE:-images}"]
+    # Every pip install takes the wheelhouse's --no-index --find-links when one is given.
+    text = (ROOT / f"Dockerfile.{kind}").read_text()
+    assert text.count('pip install "$@"') == 2
+    assert text.count("set -- --no-index --find-links /opt/flash/wheelhouse") == 2
 
 
 def test_packer_knows_flash_runtimes_declared_dependencies() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = {images.requirement_name(d) for d in pyproject["project"]["dependencies"]}
     assert images.runtime_dependencies() == declared
-    provided = images.image_provided({"gpu", "cpu"})
+    ours = images.ImageTarget.choose("registry.example/me")
+    provided = images.image_provided(ours, {"gpu", "cpu"})
     assert declared <= set(provided) and {"flash-runtime", "runpod-flash"} <= set(provided)
     # One artifact serves every resource: only what every image involved has is left out.
-    assert "triton" in images.image_provided({"gpu"})
+    assert "triton" in images.image_provided(ours, {"gpu"})
     assert "triton" not in provided and "torch" in provided
+    # Runpod's official CPU images have neither numpy nor torch, nor flash_runtime's core.
+    official = images.image_provided(images.ImageTarget.choose(""), {"cpu"})
+    assert not {"numpy", "torch", "msgspec", "orjson"} & set(official)
+    assert {"aiohttp", "fastapi", "pydantic", "runpod", "runpod-flash"} <= set(official)
+
+
+@pytest.mark.parametrize(
+    ("requirement", "left_out"),
+    [("numpy", True), ("numpy>=2", True), ("numpy==2.2.6", True), ("numpy==1.26.4", False),
+     ("numpy<2", False), ("torch==2.7.1", True), ("pandas", False)],
+)  # fmt: skip
+def test_a_pin_other_than_the_images_is_bundled(requirement: str, left_out: bool) -> None:
+    provided = images.image_provided(images.ImageTarget.choose("registry.example/me"), {"cpu"})
+    assert (images.satisfied_by_image(requirement, provided) is not None) is left_out
+
+
+def test_unknown_image_versions_bundle_only_exact_pins() -> None:
+    official = images.image_provided(images.ImageTarget.choose(""), {"cpu"})
+    assert images.satisfied_by_image("pydantic>=2", official) is not None
+    assert images.satisfied_by_image("pydantic==2.5.0", official) is None
+    assert images.satisfied_by_image("runpod-flash==1.21.0", official) is not None  # the SDK
 
 
 @pytest.mark.parametrize("kind", ["gpu", "cpu"])
@@ -159,10 +189,9 @@ def test_dockerfile_python_versions_entry_and_port(kind: str) -> None:
     allowed = re.search(r'case "\$PYTHON_VERSION" in ([\d.|]+)\)', text)
     assert allowed and tuple(allowed.group(1).split("|")) == images.SUPPORTED_PYTHON
     if kind == "cpu":
-        assert dockerfile.froms == ["python:${PYTHON_VERSION}-slim"]
+        assert dockerfile.args["BASE_IMAGE"] == "python:${PYTHON_VERSION}-slim"
     else:
-        assert dockerfile.args["CUDA_IMAGE"].startswith("nvidia/cuda:")
-        assert dockerfile.froms[-1] == "${CUDA_IMAGE}"
+        assert dockerfile.args["BASE_IMAGE"].startswith("nvidia/cuda:12.8")
         assert any('uv python install "$PYTHON_VERSION"' in run for run in dockerfile.runs)
     assert dockerfile.cmd == ["python", "-m", "flash_runtime.bootstrap"]
     assert dockerfile.expose == ["80"] and dockerfile.env["PORT"] == "80"
@@ -172,12 +201,17 @@ def test_dockerfile_python_versions_entry_and_port(kind: str) -> None:
 def test_default_image_names_are_the_ones_the_dockerfiles_document() -> None:
     gpu_doc = (ROOT / "Dockerfile.gpu").read_text()
     cpu_doc = (ROOT / "Dockerfile.cpu").read_text()
+    ours = images.ImageTarget.choose("registry.example/me")
+    official = images.ImageTarget.choose("")
     for gpu, lb, doc in [
         (True, False, gpu_doc),
         (True, True, gpu_doc),
         (False, False, cpu_doc),
         (False, True, cpu_doc),
     ]:
-        image = images.default_image(gpu=gpu, load_balanced=lb, python_version="3.12")
-        repo = image.split(":")[0]
-        assert f"{repo}:py$PYTHON_VERSION-latest" in doc
+        image = ours.image(gpu=gpu, load_balanced=lb, python_version="3.12")
+        name = image.removeprefix("registry.example/me/").split(":")[0]
+        assert f"<repository>/{name}:py$PYTHON_VERSION-latest" in doc
+        assert official.image(gpu=gpu, load_balanced=lb, python_version="3.12") == (
+            f"runpod/{name}:py3.12-latest"
+        )

@@ -1,0 +1,151 @@
+"""Our worker images, built for real (``scripts/test-images``), run real artifacts.
+
+Each image named in ``FLASH_TEST_IMAGES`` (``NAME=PYTHON`` pairs, space-separated) gets an LB
+and a queue worker container from artifacts built for our images, started the way Runpod starts
+a worker: the image's own command, the artifact mounted at ``/root/.runpod/artifact.tar.gz``,
+the environment a Runpod worker gets, host networking (all traffic on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import APPS, free_port
+from jobserver import JobServer
+from test_official_image import http
+
+from flash_runtime.pack import build
+from flash_runtime.pack.scaffold import init_project
+
+REPOSITORY = "registry.example/flash"  # any: the packer only needs to know it is our images
+
+
+def images() -> list[tuple[str, str]]:
+    raw = os.environ.get("FLASH_TEST_IMAGES", "").split()
+    if not raw:
+        pytest.fail("FLASH_TEST_IMAGES is not set: run scripts/test-images, which builds them")
+    return [tuple(item.split("=", 1)) for item in raw]  # type: ignore[misc]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "image" in metafunc.fixturenames:
+        pairs = images()
+        metafunc.parametrize(
+            ("image", "python"), pairs, ids=[name for name, _ in pairs], scope="module"
+        )
+
+
+class Containers:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def run(self, image: str, artifact: Path, env: dict[str, str]) -> str:
+        name = f"flash-test-{uuid.uuid4().hex[:10]}"
+        command = ["docker", "run", "-d", "--name", name, "--network", "host"]
+        command += ["-v", f"{artifact}:/root/.runpod/artifact.tar.gz:ro"]
+        for key, value in env.items():
+            command += ["-e", f"{key}={value}"]
+        subprocess.run([*command, image], check=True, capture_output=True)
+        self.names.append(name)
+        return name
+
+    def logs(self, name: str) -> str:
+        out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+    def running(self, name: str) -> bool:
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
+        )
+        return out.stdout.strip() == "true"
+
+    def close(self) -> None:
+        for name in self.names:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+@pytest.fixture
+def containers() -> Iterator[Containers]:
+    c = Containers()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, python: str) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp(f"py{python}")
+    template = build(
+        init_project(tmp / "hello"), python_version=python, image_repository=REPOSITORY
+    )
+    numpy_project = tmp / "official_numpy"
+    shutil.copytree(APPS / "official_numpy", numpy_project)
+    numpy_app = build(numpy_project, python_version=python, image_repository=REPOSITORY)
+    assert numpy_app.core_bytes == 0 and template.core_bytes == 0
+    assert "numpy" in numpy_app.left_out  # our CPU image has numpy
+    return {"template": template.artifact, "numpy": numpy_app.artifact}
+
+
+def runpod_env(resource: str, kind: str) -> dict[str, str]:
+    return {
+        "FLASH_RESOURCE_NAME": resource,
+        "FLASH_ENDPOINT_TYPE": kind,
+        "RUNPOD_ENDPOINT_ID": "ep-container",
+        "RUNPOD_POD_ID": f"pod-{uuid.uuid4().hex[:6]}",
+    }
+
+
+def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http(f"{url}/ping", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if not containers.running(name):
+            pytest.fail(f"container {name} exited:\n{containers.logs(name)}")
+        time.sleep(0.1)
+    pytest.fail(f"no 200 from {url}/ping:\n{containers.logs(name)}")
+
+
+def test_lb_containers_serve_the_template_and_numpy(
+    image: str, python: str, artifacts: dict[str, Path], containers: Containers
+) -> None:
+    for app, resource, path, body, check in [
+        (
+            "template",
+            "lb_worker",
+            "/process",
+            {"input_data": {"a": 1}},
+            lambda b: b["echo"] == {"a": 1},
+        ),
+        ("numpy", "stats_api", "/mean", {"values": [2, 4]}, lambda b: b["mean"] == 3.0),
+    ]:
+        port = free_port()
+        env = {**runpod_env(resource, "lb"), "PORT": str(port), "FLASH_HOST": "127.0.0.1"}
+        name = containers.run(image, artifacts[app], env)
+        url = f"http://127.0.0.1:{port}"
+        wait_ping(containers, name, url)
+        status, reply = http(f"{url}{path}", body)
+        assert status == 200 and check(reply), (reply, containers.logs(name))
+
+
+def test_queue_container_takes_jobs_over_the_runpod_protocol(
+    image: str, python: str, artifacts: dict[str, Path], containers: Containers
+) -> None:
+    with JobServer(hold=1.0) as server:
+        env = {**runpod_env("cpu_worker", "qb"), **server.worker_env("container-1", ping_ms=1000)}
+        name = containers.run(image, artifacts["template"], env)
+        job = server.wait(server.submit({"input_data": {"text": "x y"}}), timeout=60)
+        assert job.result is not None, containers.logs(name)
+        assert job.result["output"]["words"] == 2
+        assert job.result["output"]["python"].startswith(python)
+        subprocess.run(["docker", "stop", "-t", "20", name], capture_output=True)
+        assert not server.violations, server.violations
