@@ -155,3 +155,19 @@ def test_artifact_for_our_images_says_so_on_an_official_image(
     worker = image.start(artifact, "lb_worker", "lb", {}, port=free_port())
     assert worker.wait_exit(30) != 0
     assert "built for flash_runtime's own images" in worker.log()
+
+
+def test_core_is_vendored_for_the_artifacts_python(tmp_path: Path) -> None:
+    """An artifact for another Python version carries that version's compiled core."""
+    import tarfile
+
+    project = init_project(tmp_path / "hello")
+    result = build(project, python_version="3.13", output=tmp_path / "py313.tar.gz")
+    with tarfile.open(result.artifact) as tar:
+        names = tar.getnames()
+    compiled = [n for n in names if n.startswith(".flash-worker/") and n.endswith(".so")]
+    assert compiled and all("cpython-313-x86_64-linux-gnu" in n for n in compiled), compiled
+    assert {f".flash-worker/{m}/__init__.py" for m in ("msgspec", "orjson", "starlette")} <= set(
+        names
+    )
+    assert "handler_lb_worker.py" in names and "handler_cpu_worker.py" in names
