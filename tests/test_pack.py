@@ -554,3 +554,36 @@ def test_python_dash_m(tmp_path: Path) -> None:
         json.loads((project / ".flash" / "flash_manifest.json").read_text())["python_version"]
         == "3.12"
     )
+
+
+def test_a_custom_image_gets_the_core_and_no_leave_outs(tmp_path: Path) -> None:
+    """Endpoint(image=...) runs on an image whose contents the packer cannot know: the artifact
+    carries the worker core and every requirement but the SDK, whatever the target."""
+    project = write_project(
+        tmp_path / "p",
+        {
+            "w.py": (
+                "from runpod_flash import Endpoint\n\n"
+                "@Endpoint(name='w', image='me/custom:1', dependencies=['numpy', 'runpod-flash'])\n"
+                "def w(): ...\n"
+            ),
+        },
+    )
+    result = build(project, skip_deps=True, image_repository="registry.example/me")
+    assert result.core_bytes > 0
+    assert result.left_out == {"runpod-flash": "the Flash SDK: the artifact's runtime provides it"}
+    assert result.requirements == ["numpy"]
+    assert result.manifest.resources["w"].imageName == "me/custom:1"
+    assert "handler_w.py" in members(result.artifact)
+
+
+def test_an_entry_file_name_taken_by_the_project_is_an_error(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path / "p",
+        {
+            "w.py": "from runpod_flash import Endpoint\n\n@Endpoint(name='w')\ndef w(): ...\n",
+            "handler_w.py": "# mine\n",
+        },
+    )
+    with pytest.raises(BuildError, match="handler_w.py: flash build writes this file"):
+        build(project, skip_deps=True)

@@ -339,3 +339,16 @@ def test_our_loop_does_not_import_runpod() -> None:
         "sys.exit('runpod' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_official_loop_without_runpod_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our images do not hold runpod (it would double them): FLASH_QUEUE_LOOP=runpod says so."""
+    loaded = load_queue_resource(__name__, "greet")
+    monkeypatch.setenv("RUNPOD_LOG_LEVEL", "INFO")  # the loop sets it when unset
+    monkeypatch.setitem(sys.modules, "runpod", None)  # import runpod -> ImportError
+    monkeypatch.setitem(sys.modules, "runpod.serverless", None)
+    config = WorkerConfig(queue_loop="runpod", webhook_get_job="http://127.0.0.1:9/job-take/$ID")
+    with pytest.raises(FlashError, match=r"needs the runpod package.*flash-runtime\[runpod\]"):
+        serve(config, loaded)

@@ -105,7 +105,15 @@ def _serve_official(config: WorkerConfig, handler: Handler) -> int:
     log.info(
         "queue worker serving %s with %d slot(s) on the official runpod loop", handler.name, slots
     )
-    import runpod.serverless
+    try:
+        import runpod.serverless
+    except ImportError as err:
+        raise FlashError(
+            "FLASH_QUEUE_LOOP=runpod needs the runpod package, which Runpod's images have and "
+            "flash_runtime's own do not (it would double their size): add runpod to the "
+            "endpoint's dependencies, or pip install 'flash-runtime[runpod]' "
+            f"({err})"
+        ) from None
 
     runpod.serverless.start(
         {
