@@ -585,5 +585,5 @@ def test_an_entry_file_name_taken_by_the_project_is_an_error(tmp_path: Path) -> 
             "handler_w.py": "# mine\n",
         },
     )
-    with pytest.raises(BuildError, match="handler_w.py: flash build writes this file"):
+    with pytest.raises(BuildError, match=r"handler_w\.py: flash build writes this file"):
         build(project, skip_deps=True)

@@ -46,13 +46,16 @@ class Containers:
     def __init__(self) -> None:
         self.names: list[str] = []
 
-    def run(self, image: str, artifact: Path, env: dict[str, str]) -> str:
+    def run(
+        self, image: str, artifact: Path, env: dict[str, str], command: list[str] | None = None
+    ) -> str:
+        command_args = command
         name = f"flash-test-{uuid.uuid4().hex[:10]}"
         command = ["docker", "run", "-d", "--name", name, "--network", "host"]
         command += ["-v", f"{artifact}:/root/.runpod/artifact.tar.gz:ro"]
         for key, value in env.items():
             command += ["-e", f"{key}={value}"]
-        subprocess.run([*command, image], check=True, capture_output=True)
+        subprocess.run([*command, image, *(command_args or [])], check=True, capture_output=True)
         self.names.append(name)
         return name
 

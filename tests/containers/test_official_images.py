@@ -1,0 +1,91 @@
+"""Artifacts built for Runpod's images boot in a container of the official image contract.
+
+``FLASH_TEST_OFFICIAL_IMAGES`` names images built from ``tests/official_image/Dockerfile``
+(``NAME=PYTHON``): the images' package set with the reference SDK, their entry files in
+``/app``, their commands. ``scripts/test-images`` builds one on Debian trixie, so this is the
+Python 3.13 official-image path (``tests/test_official_image.py`` runs 3.11 as processes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import APPS, free_port
+from jobserver import JobServer
+from test_images import Containers, runpod_env, wait_ping
+from test_official_image import http
+
+from flash_runtime.pack import build
+from flash_runtime.pack.scaffold import init_project
+
+
+def official_images() -> list[tuple[str, str]]:
+    raw = os.environ.get("FLASH_TEST_OFFICIAL_IMAGES", "").split()
+    if not raw:
+        pytest.fail("FLASH_TEST_OFFICIAL_IMAGES is not set: run scripts/test-images")
+    return [tuple(item.split("=", 1)) for item in raw]  # type: ignore[misc]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "official" in metafunc.fixturenames:
+        pairs = official_images()
+        metafunc.parametrize(
+            ("official", "python"), pairs, ids=[n for n, _ in pairs], scope="module"
+        )
+
+
+@pytest.fixture
+def containers() -> Iterator[Containers]:
+    c = Containers()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def official_artifacts(tmp_path_factory: pytest.TempPathFactory, python: str) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp(f"official-py{python}")
+    template = build(init_project(tmp / "hello"), python_version=python)
+    project = tmp / "official_numpy"
+    shutil.copytree(APPS / "official_numpy", project)
+    numpy_app = build(project, python_version=python)
+    assert template.core_bytes > 0 and "numpy" in {p.name for p in numpy_app.packages}
+    return {"template": template.artifact, "numpy": numpy_app.artifact}
+
+
+def test_lb_on_the_official_contract(
+    official: str, python: str, official_artifacts: dict[str, Path], containers: Containers
+) -> None:
+    for app, resource, path, body, key, expected in [
+        ("template", "lb_worker", "/process", {"input_data": {"a": 1}}, "echo", {"a": 1}),
+        ("numpy", "stats_api", "/mean", {"values": [1, 2]}, "mean", 1.5),
+    ]:
+        port = free_port()
+        command = ["uvicorn", "lb_handler:app", "--host", "127.0.0.1", "--port", str(port),
+                   "--timeout-keep-alive", "600"]  # fmt: skip
+        name = containers.run(
+            official, official_artifacts[app], runpod_env(resource, "lb"), command=command
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_ping(containers, name, url)
+        status, reply = http(f"{url}{path}", body)
+        assert status == 200 and reply[key] == expected, containers.logs(name)
+        if app == "numpy":
+            assert "/app/.flash-worker/runpod_flash/" in reply["sdk"]
+        assert "handing the worker over to flash_runtime" in containers.logs(name)
+
+
+def test_queue_on_the_official_contract(
+    official: str, python: str, official_artifacts: dict[str, Path], containers: Containers
+) -> None:
+    with JobServer(hold=1.0) as server:
+        env = {**runpod_env("stats_job", "qb"), **server.worker_env("official-c", ping_ms=1000)}
+        name = containers.run(official, official_artifacts["numpy"], env)
+        job = server.wait(server.submit({"values": [1, 2, 3]}), timeout=60)
+        assert job.result is not None, containers.logs(name)
+        assert job.result["output"]["total"] == 6.0
+        assert "/app/.flash-worker/runpod_flash/" in job.result["output"]["sdk"]
+        assert not server.violations, server.violations
