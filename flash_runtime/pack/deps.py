@@ -433,13 +433,14 @@ def run_installer(
         )  # fmt: skip
     except OSError as err:
         raise BuildError(f"Cannot run {name} to install dependencies: {err}") from None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        output.append(line)
-        if progress and line.strip():
-            progress(f"{name}: {line.strip()}")
-    code = proc.wait()
+    with proc:  # closes the pipe, waits for the installer
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            output.append(line)
+            if progress and line.strip():
+                progress(f"{name}: {line.strip()}")
+    code = proc.returncode
     if code != 0:
         tail = "\n".join(f"  {line}" for line in output[-40:] if line.strip())
         listed = ", ".join(reqs.requirements)
