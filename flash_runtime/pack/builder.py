@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import manifest as manifest_mod
+from ..envvars import number
 from . import assemble, core, deps, discover, files, images, tarball
 from .errors import BuildError
 
@@ -87,13 +88,10 @@ class BuildResult:
 
 
 def max_artifact_bytes() -> int:
-    raw = os.environ.get("FLASH_MAX_ARTIFACT_MB", "").strip()
-    try:
-        mb = float(raw) if raw else DEFAULT_MAX_MB
-    except ValueError:
-        raise BuildError(f"FLASH_MAX_ARTIFACT_MB={raw!r} is not a number of megabytes") from None
-    if mb <= 0:
-        raise BuildError(f"FLASH_MAX_ARTIFACT_MB={raw!r} must be positive")
+    mb = number(
+        os.environ, "FLASH_MAX_ARTIFACT_MB", DEFAULT_MAX_MB, positive=True, unit="megabytes",
+        error=BuildError,
+    )  # fmt: skip
     return int(mb * 1024 * 1024)
 
 

@@ -44,6 +44,7 @@ CORE_MODULES = (
     "bootstrap.py",
     "endpoint.py",
     "errors.py",
+    "envvars.py",
     "manifest.py",
     "resources.py",
     "py.typed",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..envvars import number
 from .errors import BuildError
 from .files import ProjectFile
 
@@ -128,12 +129,11 @@ def candidates(files: list[ProjectFile]) -> tuple[list[str], list[str]]:
 
 
 def timeout_seconds() -> float:
-    raw = os.environ.get("FLASH_DISCOVERY_TIMEOUT", "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT
-    except ValueError:
-        raise BuildError(f"FLASH_DISCOVERY_TIMEOUT={raw!r} is not a number of seconds") from None
-    return value if value > 0 else DEFAULT_TIMEOUT
+    value = number(
+        os.environ, "FLASH_DISCOVERY_TIMEOUT", DEFAULT_TIMEOUT, minimum=None, unit="seconds",
+        error=BuildError,
+    )  # fmt: skip
+    return value if value > 0 else DEFAULT_TIMEOUT  # 0 or less: the default
 
 
 def discover(project_dir: Path, files: list[ProjectFile]) -> list[Discovered]:

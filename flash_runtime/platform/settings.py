@@ -10,23 +10,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import FlashError
+from ..envvars import number
 
 # Runpod's serverless API refuses request bodies over 20 MB.
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 
 
 def _number(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise FlashError(f"{key}={raw!r} must be a number") from None
-    if value < 0:
-        raise FlashError(f"{key}={raw!r} must not be negative")
-    return value
+    return number(env, key, default)
 
 
 @dataclass(frozen=True)

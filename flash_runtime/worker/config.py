@@ -7,22 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def flag(value: str | None) -> bool:
-    """Whether an environment value means yes (1, true, yes, on)."""
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+from ..envvars import flag, number
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        from ..errors import FlashError
-
-        raise FlashError(f"{key}={raw!r} must be an integer") from None
+    return int(number(env, key, default, integer=True, minimum=None))
 
 
 @dataclass(frozen=True)
@@ -60,7 +49,6 @@ class WorkerConfig:
                 f"FLASH_ENDPOINT_TYPE={endpoint_type!r} must be 'lb' or 'qb' (or unset to "
                 "take it from the manifest)"
             )
-        port_health = env.get("PORT_HEALTH")
         return cls(
             artifact_path=Path(env.get("FLASH_BUILD_ARTIFACT_PATH") or cls.artifact_path),
             app_dir=Path(env.get("FLASH_APP_DIR") or cls.app_dir),
@@ -71,7 +59,7 @@ class WorkerConfig:
             pod_id=env.get("RUNPOD_POD_ID") or None,
             host=env.get("FLASH_HOST") or cls.host,
             port=_int(env, "PORT", cls.port),
-            port_health=int(port_health) if port_health and port_health.strip() else None,
+            port_health=_int(env, "PORT_HEALTH", 0) or None,
             queue_loop=(env.get("FLASH_QUEUE_LOOP") or "flash").strip().lower(),
             log_level=(env.get("FLASH_LOG_LEVEL") or env.get("RUNPOD_LOG_LEVEL") or "INFO").upper(),
             webhook_get_job=env.get("RUNPOD_WEBHOOK_GET_JOB") or None,

@@ -31,8 +31,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from ..envvars import flag, number
 from ..errors import FlashError
-from .config import WorkerConfig, flag
+from .config import WorkerConfig
 from .loader import LoadedResource
 
 if TYPE_CHECKING:
@@ -51,15 +52,9 @@ def serve(config: WorkerConfig, prepare: Callable[[], LoadedResource]) -> int:
 
 def max_body_bytes(env: Mapping[str, str]) -> int:
     """``FLASH_MAX_BODY_MB`` in bytes (fractions allowed, e.g. ``0.5``)."""
-    raw = (env.get("FLASH_MAX_BODY_MB") or "").strip()
-    if not raw:
-        return int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = -1.0
-    if megabytes <= 0:
-        raise FlashError(f"FLASH_MAX_BODY_MB={raw!r} must be a positive number of megabytes")
+    megabytes = number(
+        env, "FLASH_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, positive=True, unit="megabytes"
+    )
     return int(megabytes * 1024 * 1024)
 
 
