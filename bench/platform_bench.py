@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import build_app, free_port  # noqa: E402
 
 from flash_runtime.platform import db, process  # noqa: E402
-from flash_runtime.platform.config import PlatformConfig  # noqa: E402
 from flash_runtime.platform.model import EndpointSpec  # noqa: E402
 from flash_runtime.platform.runtime import save_endpoint  # noqa: E402
+from flash_runtime.protocol.local import PlatformConfig  # noqa: E402
 
 ENDPOINTS = {1: "benchnoop1w000", 2: "benchnoop2w000"}
 BODY = b'{"input": {}}'

@@ -24,7 +24,6 @@ from starlette.applications import Starlette
 
 from flash_runtime.deploy.target import local_target
 from flash_runtime.platform import controlplane
-from flash_runtime.platform.config import PlatformConfig
 from flash_runtime.platform.db import connect
 from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.protocol.controlplane import (
@@ -33,6 +32,7 @@ from flash_runtime.protocol.controlplane import (
     GraphQLRequestError,
     UnreachableError,
 )
+from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target
 
 T = TypeVar("T")

@@ -27,11 +27,10 @@ from test_deploy_e2e import request
 
 from flash_runtime import RemoteCallError
 from flash_runtime.deploy.deployer import DeployResult, deploy
-from flash_runtime.deploy.target import runpod_target
-from flash_runtime.platform.config import PlatformConfig
 from flash_runtime.platform.testing import InProcessPlatform
 from flash_runtime.protocol.controlplane import ControlPlaneClient
-from flash_runtime.protocol.target import Target
+from flash_runtime.protocol.local import PlatformConfig
+from flash_runtime.protocol.target import Target, runpod_target
 from flash_runtime.remote.client import RemoteClient
 
 APPS = Path(__file__).parent / "apps"

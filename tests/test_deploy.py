@@ -19,9 +19,10 @@ from flash_runtime import manifest as manifest_mod
 from flash_runtime.cli import main
 from flash_runtime.deploy.deployer import DeployedEndpoint, DeployError, DeployResult, deploy
 from flash_runtime.deploy.summary import curl_line
-from flash_runtime.deploy.target import default_platform, resolve
+from flash_runtime.deploy.target import resolve
 from flash_runtime.errors import FlashError
 from flash_runtime.protocol.controlplane import ControlPlaneClient
+from flash_runtime.protocol.target import default_platform
 
 APPS = Path(__file__).parent / "apps"
 

@@ -18,9 +18,9 @@ from conftest import build_app, free_port
 
 from flash_runtime.cli import main as flash
 from flash_runtime.platform import db, process
-from flash_runtime.platform.config import PlatformConfig
 from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.platform.runtime import save_endpoint
+from flash_runtime.protocol.local import PlatformConfig
 
 SLOW = "restart0000001"
 

@@ -456,7 +456,7 @@ class DevServer:
         server = _quiet_server_class()(config)
         self._server = server
         if self.target is not None and self.target.platform == "local":
-            from ..platform.config import PlatformConfig
+            from ..protocol.local import PlatformConfig
             from .logs import LogTailer
 
             self._tailer = LogTailer(PlatformConfig.load().logs_dir, self.terminal)

@@ -13,11 +13,10 @@ import orjson
 
 from .._terminal import fail
 from ..errors import FlashError
+from ..protocol.local import PlatformConfig
 from . import db, process
-from .config import PlatformConfig
-from .process import ensure_running
 
-__all__ = ["ensure_running", "logs_command", "platform_group"]
+__all__ = ["logs_command", "platform_group"]
 
 FOLLOW_POLL_S = 0.5
 

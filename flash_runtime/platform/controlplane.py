@@ -47,7 +47,7 @@ from starlette.routing import BaseRoute, Route
 from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
-from .config import PlatformConfig
+from ..protocol.local import PlatformConfig
 from .controlplane_store import ControlPlaneStore
 from .model import EndpointSpec, Runtime
 from .serverless import bearer_ok

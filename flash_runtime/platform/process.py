@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from ..errors import FlashError
-from .config import PlatformConfig
+from ..protocol.local import PlatformConfig
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0

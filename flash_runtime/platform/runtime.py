@@ -43,8 +43,8 @@ import aiohttp
 import orjson
 
 from ..errors import FlashError
+from ..protocol.local import PlatformConfig
 from . import db
-from .config import PlatformConfig
 from .jobs import Job, JobStore
 from .model import EndpointSpec
 from .settings import RuntimeSettings

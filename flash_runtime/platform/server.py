@@ -32,8 +32,8 @@ from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from ..errors import FlashError
+from ..protocol.local import PlatformConfig
 from . import balancer, db, serverless, workerapi
-from .config import PlatformConfig
 from .process import instance_lock
 from .runtime import PlatformRuntime
 from .serverless import JSONResponse, bearer_ok, unauthorized

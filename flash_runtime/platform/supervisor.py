@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .config import PlatformConfig
+from ..protocol.local import PlatformConfig
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 

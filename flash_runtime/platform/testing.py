@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .config import PlatformConfig
+from ..protocol.local import PlatformConfig
 from .model import EndpointSpec
 from .runtime import PlatformRuntime
 from .server import PlatformServer, bind, build_app, uvicorn_config

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .config import PlatformConfig
+from ..protocol.local import PlatformConfig
 from .controlplane_store import ControlPlaneStore
 
 UPLOAD_TTL_SECONDS = 3600

@@ -1,4 +1,8 @@
-"""Where the local platform lives and how to reach it."""
+"""Where the local platform lives and how to reach it: its address, key and on-disk layout.
+
+Shared by every side: the platform serves at this address with this key; the CLI, the dev
+server and scripts that call deployed endpoints find it here.
+"""
 
 from __future__ import annotations
 

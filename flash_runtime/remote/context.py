@@ -99,7 +99,7 @@ def _worker_context(env: Mapping[str, str], callee: str) -> CallContext:
 
 
 def _script_context(env: Mapping[str, str], path: Path, callee: str) -> CallContext:
-    from ..deploy.target import resolve
+    from ..protocol.target import resolve
 
     manifest = _load(path, callee)
     try:

@@ -1,0 +1,75 @@
+"""The house's layering is one-way: the worker's side never imports the CLI's.
+
+Lower layer (what a worker runs, and what it shares): the SDK (``flash_runtime/__init__.py``,
+``endpoint``, ``resources``, ``errors``), ``manifest``, ``bootstrap``, ``worker/``, ``remote/``,
+``protocol/``. Upper layer: ``pack/``, ``deploy/``, ``platform/``, ``devserver/`` and the CLI.
+Every import is checked, also those inside functions and under ``TYPE_CHECKING``: an import
+from the lower layer into the upper one fails this test (``pack/core.py`` vendors exactly the
+lower layer into artifacts for Runpod's images, so such an import would break workers there).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from flash_runtime.pack.core import CORE_MODULES
+
+PACKAGE = Path(__file__).resolve().parent.parent / "flash_runtime"
+UPPER = {"pack", "deploy", "platform", "devserver", "cli", "_terminal", "_entry"}
+LOWER = {name.removesuffix(".py") for name in CORE_MODULES if name != "py.typed"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.with_suffix("").relative_to(PACKAGE.parent).parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path``."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "flash_runtime" or len(parts) < 2:
+        return None
+    return "upper" if parts[1] in UPPER else "lower" if parts[1] in LOWER else None
+
+
+def test_the_core_list_covers_the_package() -> None:
+    tops = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.name != "__pycache__"}
+    tops -= {"py.typed"}
+    assert tops == LOWER | UPPER, "a new top-level module: put it in a layer (pack/core.py)"
+
+
+def test_the_lower_layer_never_imports_the_upper_one() -> None:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if layer_of(module_name(path)) != "lower" and path.parent != PACKAGE:
+            continue
+        if path.parent == PACKAGE and path.stem in UPPER:
+            continue
+        for line, name in imports(path):
+            if layer_of(name) == "upper":
+                problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checker_sees_lazy_imports() -> None:
+    source = PACKAGE / "remote" / "context.py"
+    assert any(name.startswith("flash_runtime.protocol.target") for _, name in imports(source))
