@@ -235,7 +235,12 @@ def test_graphql_requires_the_platform_key(control_plane: ControlPlaneServer) ->
 
     wrong = Target(**{**control_plane.target.__dict__, "api_key": "nope"})
     with pytest.raises(AuthenticationError, match="flash platform status"):
-        asyncio.run(ControlPlaneClient(wrong).list_apps())
+        asyncio.run(list_apps(wrong))
+
+
+async def list_apps(target: Target) -> object:
+    async with ControlPlaneClient(target) as client:
+        return await client.list_apps()
 
 
 def test_bad_documents_are_400_with_graphql_errors(control_plane: ControlPlaneServer) -> None:
@@ -263,7 +268,7 @@ def test_a_stopped_platform_is_reported_with_what_to_do(tmp_path: Path) -> None:
         key_hint="",
     )
     with pytest.raises(UnreachableError, match="flash platform start"):
-        asyncio.run(ControlPlaneClient(target).list_apps())
+        asyncio.run(list_apps(target))
 
 
 # apps and environments

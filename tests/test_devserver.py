@@ -137,8 +137,9 @@ def start_dev(env: Env, project: Path, *args: str) -> DevRun:
 
     def read() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            run.lines.append(line.rstrip("\n"))
+        with proc.stdout:  # closed at EOF, when flash run has exited
+            for line in proc.stdout:
+                run.lines.append(line.rstrip("\n"))
 
     threading.Thread(target=read, daemon=True).start()
     try:

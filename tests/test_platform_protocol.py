@@ -8,6 +8,7 @@ End-to-end runs with real workers are in ``test_platform.py``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -315,7 +316,7 @@ def test_errors(platform: InProcessPlatform) -> None:
             async with s.get(f"{base}/status/nosuchjob", headers=c.user) as r:
                 assert r.status == 404
             big = b'{"input": "' + b"x" * (20 * 1024 * 1024) + b'"}'
-            async with s.post(f"{base}/run", data=big, headers=c.user) as r:
+            async with s.post(f"{base}/run", data=io.BytesIO(big), headers=c.user) as r:
                 assert r.status == 413 and "error" in await r.json()
             async with s.post(f"{base}/run", json={"no": "input"}, headers=c.user) as r:
                 assert r.status == 400

@@ -27,6 +27,7 @@ import orjson
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
+from ..protocol.wire import bearer
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
@@ -34,6 +35,10 @@ STOP_TIMEOUT_S = 60.0
 
 class PlatformRunning(FlashError):
     """Another platform already runs on this ``FLASH_HOME``."""
+
+
+# Platforms this process started, by pid (see start).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _lock_path(config: PlatformConfig) -> Path:
@@ -137,6 +142,9 @@ def start(config: PlatformConfig, *, port: int | None = None) -> dict[str, Any]:
             start_new_session=True,  # outlives the command that started it
             cwd=config.root,
         )
+    # The platform outlives this process. Keep its Popen for as long as this process lives, so
+    # that it is reaped when it exits here (a test's platform) and never dropped while running.
+    _STARTED[proc.pid] = proc
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         code = proc.poll()
@@ -179,11 +187,20 @@ def stop(config: PlatformConfig, timeout: float = STOP_TIMEOUT_S) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running(config) is None:
+            _reap(pid)
             return pid
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    _reap(pid)
     return pid
+
+
+def _reap(pid: int) -> None:
+    proc = _STARTED.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_TIMEOUT_S)
 
 
 def ensure_running(config: PlatformConfig) -> None:
@@ -213,9 +230,7 @@ def ensure_running(config: PlatformConfig) -> None:
 
 def fetch_status(config: PlatformConfig, url: str, timeout: float = 5.0) -> dict[str, Any]:
     """The running platform's endpoints and workers (``GET /platform/status``)."""
-    request = urllib.request.Request(
-        f"{url}/platform/status", headers={"Authorization": f"Bearer {config.api_key}"}
-    )
+    request = urllib.request.Request(f"{url}/platform/status", headers=bearer(config.api_key))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             body: dict[str, Any] = orjson.loads(resp.read())
