@@ -73,3 +73,62 @@ def test_the_lower_layer_never_imports_the_upper_one() -> None:
 def test_the_checker_sees_lazy_imports() -> None:
     source = PACKAGE / "remote" / "context.py"
     assert any(name.startswith("flash_runtime.protocol.target") for _, name in imports(source))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the flash_runtime modules it imports (any import, lazy or for types only)."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        targets = set()
+        for _, name in imports(path):
+            # "from pkg import sub" names the submodule; "from mod import name" the module.
+            if name in paths and name != module:
+                targets.add(name)
+        # "from pkg import sub" also lists pkg: keep the submodule only.
+        graph[module] = {t for t in targets if not any(o.startswith(t + ".") for o in targets)}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles() -> None:
+    graph = import_graph()
+    # A package importing its own submodules is not a circle.
+    graph = {m: {t for t in ts if not m.startswith(t + ".") and not t.startswith(m + ".")}
+             for m, ts in graph.items()}  # fmt: skip
+    assert cycles(graph) == []
+
+
+def test_the_circle_checker_finds_circles() -> None:
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]

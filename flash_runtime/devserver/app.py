@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -31,10 +31,31 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..platform.balancer import HOP_BY_HOP as BALANCER_HOP_BY_HOP
+from ..protocol.wire import HOP_BY_HOP as WIRE_HOP_BY_HOP
+from ..protocol.wire import bearer
 
 if TYPE_CHECKING:
-    from .session import DevServer
+    from .state import Snapshot
+    from .terminal import Terminal
+
+
+class DevServer(Protocol):
+    """What the app asks of the session that serves it (``session.DevServer``)."""
+
+    app_name: str
+    snapshot: Snapshot | None
+    terminal: Terminal
+
+    @property
+    def http(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def api_key(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def openapi(self) -> dict[str, Any]: ...
+
 
 DOCS_UI = Path(__file__).parent / "docs_ui"
 ASSETS = {
@@ -46,8 +67,8 @@ ASSETS = {
     "swagger-ui-bundle.js.LICENSE.txt": "text/plain; charset=utf-8",
 }
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-# The platform balancer's set, plus the client's Authorization: the dev server adds the key.
-HOP_BY_HOP = BALANCER_HOP_BY_HOP | {"authorization"}
+# The proxies' set, plus the client's Authorization: the dev server adds the key.
+HOP_BY_HOP = WIRE_HOP_BY_HOP | {"authorization"}
 RESPONSE_DROP = frozenset(
     {
         "connection",
@@ -135,7 +156,7 @@ def build_app(server: DevServer) -> Starlette:
 
 def _forward_headers(request: Request, api_key: str) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers["Authorization"] = f"Bearer {api_key}"
+    headers.update(bearer(api_key))
     return headers
 
 

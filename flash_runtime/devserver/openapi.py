@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..protocol.wire import JobStatus
+
 if TYPE_CHECKING:
     from ..manifest import Manifest, Resource
 
 SCHEMA_TIMEOUT_S = 30.0
-JOB_STATUSES = ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+JOB_STATUSES = [status.value for status in JobStatus]
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z_]+)?}")
 
 Report = dict[str, Any]

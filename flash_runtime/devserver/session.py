@@ -41,13 +41,14 @@ import aiohttp
 
 from ..deploy.deployer import LIVE_ENVIRONMENT, LIVE_PREFIX, DeployResult, release
 from ..errors import FlashError
+from ..protocol.wire import bearer
+from .state import LiveEndpoint, Snapshot
 from .terminal import Terminal
 
 if TYPE_CHECKING:
     import uvicorn
     from rich.console import Console
 
-    from ..manifest import Manifest
     from ..pack.builder import BuildResult
     from ..protocol.controlplane import ControlPlaneClient
     from ..protocol.target import Target
@@ -78,40 +79,6 @@ class DevOptions:
     app_name: str | None = None
     exclude: tuple[str, ...] = ()
     reload: bool = True
-
-
-@dataclass(frozen=True)
-class LiveEndpoint:
-    """One endpoint of the app as the development server fronts it."""
-
-    resource: str  # the name in Endpoint(name=...): the first segment of its paths here
-    name: str  # the deployed endpoint's name (live-...)
-    id: str
-    type: str  # "qb" | "lb"
-    url: str  # where the platform serves it
-    routes: tuple[str, ...]  # load-balanced: "POST /process", ...
-    function: str  # queue-based: the function it runs
-
-    def paths(self) -> list[str]:
-        """``METHOD /path`` on the development server."""
-        if self.type == "qb":
-            base = f"/{self.resource}"
-            return [f"POST {base}/run", f"POST {base}/runsync", f"GET {base}/status/{{job_id}}"]
-        out = []
-        for route in self.routes:
-            method, _, path = route.partition(" ")
-            out.append(f"{method} /{self.resource}{path}")
-        return out
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What is being served: one released build."""
-
-    build_id: str
-    manifest: Manifest
-    endpoints: dict[str, LiveEndpoint]
-    fingerprint: str | None
 
 
 def is_loopback(host: str) -> bool:
@@ -559,7 +526,7 @@ class DevServer:
         try:
             async with self.http.get(
                 f"{target.api_url}/platform/status",
-                headers={"Authorization": f"Bearer {target.api_key}"},
+                headers=bearer(target.api_key),
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as response:
                 if response.status != 200:

@@ -17,10 +17,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -29,29 +28,37 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
+from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
 if TYPE_CHECKING:
-    from .runtime import EndpointState, PlatformRuntime
+    import aiohttp
+
+    from ..protocol.local import PlatformConfig
+    from .settings import RuntimeSettings
+    from .supervisor import Supervisor
+
+
+class BalancerHost(Protocol):
+    """What a balancer asks of the runtime that owns it (``runtime.PlatformRuntime``)."""
+
+    config: PlatformConfig
+    settings: RuntimeSettings
+    supervisor: Supervisor
+    session: aiohttp.ClientSession | None
+
+    def worker_ready(self, ep: EndpointState, worker: Worker) -> None: ...
+
+    def kick(self) -> None: ...
+
+    def health(self, ep: EndpointState) -> dict[str, Any]: ...
+
+    def endpoint(self, endpoint_id: str) -> EndpointState | None: ...
+
 
 log = logging.getLogger("flash_runtime.platform")
 
-# Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
-# proxy sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
 PING_STARTING_S = 0.2  # ping period while a worker boots: readiness is noticed quickly
 PING_READY_S = 1.0
 PING_TIMEOUT_S = 2.0
@@ -60,10 +67,7 @@ UNHEALTHY_KILL_S = 30.0
 CONNECT_RETRIES = 2
 
 
-UNAUTHORIZED = {
-    "error": "unauthorized: send 'Authorization: Bearer <API key>' (`flash platform status` "
-    "shows the key)"
-}
+UNAUTHORIZED_BODY = {"error": UNAUTHORIZED}
 
 
 class ProxyError(Exception):
@@ -82,7 +86,7 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 class Balancer:
     """Proxy for one load-balanced endpoint."""
 
-    def __init__(self, runtime: PlatformRuntime, ep: EndpointState) -> None:
+    def __init__(self, runtime: BalancerHost, ep: EndpointState) -> None:
         self.runtime = runtime
         self.ep = ep
         self.port: int | None = None
@@ -213,7 +217,7 @@ class Balancer:
 
     def authorized(self, header: str | None) -> bool:
         """``Authorization: Bearer <key>`` (or the raw key) with the platform's API key."""
-        return _key_matches(header, self.runtime.config.api_key)
+        return key_matches(header, self.runtime.config.api_key)
 
     @contextlib.asynccontextmanager
     async def upstream(
@@ -293,7 +297,7 @@ class Balancer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The endpoint's own port: every path goes to a worker."""
         if not self.authorized(request.headers.get("Authorization")):
-            return _json(401, UNAUTHORIZED)
+            return _json(401, UNAUTHORIZED_BODY)
         try:
             async with self.upstream(
                 request.method,
@@ -331,7 +335,7 @@ def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
     return [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
 
 
-def alias_routes(runtime: PlatformRuntime) -> list[BaseRoute]:
+def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
     """``{platform}/lb/{endpoint_id}/{path}``: a load-balanced endpoint through the platform's
     own port, for clients that derive an endpoint's URL from its id alone (the deployer, and
     cross-endpoint calls, as ``https://{id}.api.runpod.ai`` is derived on Runpod). The
@@ -341,9 +345,9 @@ def alias_routes(runtime: PlatformRuntime) -> list[BaseRoute]:
         endpoint_id = request.path_params["endpoint_id"]
         ep = runtime.endpoint(endpoint_id)
         if not _bearer(request, runtime):
-            return _starlette_json(401, UNAUTHORIZED)
+            return _starlette_json(401, UNAUTHORIZED_BODY)
         balancer = ep.balancer if ep is not None else None
-        if balancer is None:
+        if not isinstance(balancer, Balancer):
             return _starlette_json(
                 404, {"error": f"load-balanced endpoint {endpoint_id!r} not found"}
             )
@@ -388,14 +392,8 @@ def alias_routes(runtime: PlatformRuntime) -> list[BaseRoute]:
     ]
 
 
-def _bearer(request: Request, runtime: PlatformRuntime) -> bool:
-    return _key_matches(request.headers.get("authorization"), runtime.config.api_key)
-
-
-def _key_matches(header: str | None, key: str) -> bool:
-    header = header or ""
-    token = header[7:] if header[:7].lower() == "bearer " else header
-    return secrets.compare_digest(token.strip().encode(), key.encode())
+def _bearer(request: Request, runtime: BalancerHost) -> bool:
+    return key_matches(request.headers.get("authorization"), runtime.config.api_key)
 
 
 def _starlette_json(status: int, body: dict[str, Any]) -> Response:

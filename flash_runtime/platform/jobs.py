@@ -34,11 +34,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 import orjson
 
+from ..protocol.wire import FINAL_STATUSES, JobStatus
 from .settings import RuntimeSettings
 
 SCHEMA = """
@@ -71,16 +71,7 @@ CREATE TABLE IF NOT EXISTS job_stream (
 """
 
 
-class JobStatus(StrEnum):
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-
-
-FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
+FINAL = FINAL_STATUSES
 
 
 @dataclass(eq=False)

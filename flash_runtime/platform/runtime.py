@@ -35,9 +35,8 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
@@ -48,10 +47,8 @@ from . import db
 from .jobs import Job, JobStore
 from .model import EndpointSpec
 from .settings import RuntimeSettings
+from .state import EndpointState
 from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState, log_tail
-
-if TYPE_CHECKING:
-    from .balancer import Balancer
 
 log = logging.getLogger("flash_runtime.platform")
 
@@ -124,50 +121,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-@dataclass(eq=False)
-class EndpointState:
-    """One running endpoint: its spec, its workers and its scaling state."""
-
-    spec: EndpointSpec
-    generation: str
-    app_dir: Path
-    lb_port: int | None = None
-    workers: dict[str, Worker] = field(default_factory=dict)
-    balancer: Balancer | None = None
-    not_before: float = 0.0  # crash backoff: no new worker before this (monotonic)
-    failures: int = 0  # consecutive crashes
-    last_error: dict[str, Any] | None = None
-    roll_target: int = 0  # new-spec workers to start while old ones still serve
-    lb_waiting: int = 0  # load-balanced requests waiting for a ready worker
-    removed: bool = False
-    _changed: asyncio.Event | None = None
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def current(self) -> list[Worker]:
-        """Serving workers of the current spec."""
-        return [w for w in self.workers.values() if w.generation == self.generation and w.serving]
-
-    def outdated(self) -> list[Worker]:
-        """Serving workers of a previous spec (rolling update in progress)."""
-        return [w for w in self.workers.values() if w.generation != self.generation and w.serving]
-
-    def notify(self) -> None:
-        """Wake whoever waits for a worker of this endpoint to become ready or fail."""
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    async def changed(self, timeout: float) -> None:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
 
 
 class PlatformRuntime:

@@ -9,7 +9,6 @@ does). Responses and errors use Runpod's shapes, so the official ``runpod`` clie
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import orjson
@@ -17,9 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..protocol.wire import UNAUTHORIZED, key_matches
 from .jobs import Job
-from .runtime import EndpointState, PlatformRuntime
+from .runtime import PlatformRuntime
 from .settings import MAX_REQUEST_BYTES
+from .state import EndpointState
 
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
 RUNSYNC_MAX_WAIT_MS = 300_000
@@ -41,17 +42,11 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def bearer_ok(request: Request, key: str) -> bool:
     """``Authorization: Bearer <key>`` or the raw key."""
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header[:7].lower() == "bearer " else header
-    return secrets.compare_digest(token.strip().encode(), key.encode())
+    return key_matches(request.headers.get("authorization"), key)
 
 
 def unauthorized() -> JSONResponse:
-    return error(
-        401,
-        "unauthorized: send 'Authorization: Bearer <API key>' (`flash platform status` shows "
-        "the key)",
-    )
+    return error(401, UNAUTHORIZED)
 
 
 async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes | JSONResponse:

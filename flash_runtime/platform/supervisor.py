@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.local import PlatformConfig
+from ..protocol.wire import worker_webhooks
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 
@@ -186,14 +187,8 @@ def worker_environment(
     else:
         # Templates the runpod SDK fills in: $ID is the worker id for job-take and the job id
         # for job-done/job-stream; the SDK appends "&..." so each URL already has a query.
-        v2 = f"{config.url}/v2/{spec.id}"
-        env.update(
-            RUNPOD_WEBHOOK_GET_JOB=f"{v2}/job-take/$ID?gpu=local",
-            RUNPOD_WEBHOOK_POST_OUTPUT=f"{v2}/job-done/$RUNPOD_POD_ID/$ID?gpu=local",
-            RUNPOD_WEBHOOK_POST_STREAM=f"{v2}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local",
-            RUNPOD_WEBHOOK_PING=f"{v2}/ping/$RUNPOD_POD_ID?gpu=local",
-            RUNPOD_PING_INTERVAL=str(ping_interval_ms),
-        )
+        env.update(worker_webhooks(f"{config.url}/v2/{spec.id}", "gpu=local"))
+        env["RUNPOD_PING_INTERVAL"] = str(ping_interval_ms)
     return env
 
 

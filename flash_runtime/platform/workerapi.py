@@ -21,7 +21,6 @@ loop can see the signal and wind down.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,9 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..protocol import wire
 from .jobs import Job
-from .runtime import EndpointState, PlatformRuntime
+from .runtime import PlatformRuntime
 from .serverless import JSONResponse, error
+from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
 DRAINING_HOLD_S = 1.0  # poll hold for draining workers: long enough not to spin, short to exit
@@ -60,23 +61,29 @@ class WorkerAPI:
     def __init__(self, runtime: PlatformRuntime) -> None:
         self.runtime = runtime
         self.jobs = runtime.jobs
-        self.key = runtime.worker_key.encode()
+        self.key_text = runtime.worker_key
 
     def routes(self) -> list[BaseRoute]:
         prefix = "/v2/{endpoint_id}"
         return [
-            Route(f"{prefix}/job-take/{{worker_id}}", self.take, methods=["GET"]),
-            Route(f"{prefix}/job-take-batch/{{worker_id}}", self.take_batch, methods=["GET"]),
-            Route(f"{prefix}/job-done/{{worker_id}}/{{job_id}}", self.done, methods=["POST"]),
-            Route(f"{prefix}/job-stream/{{worker_id}}/{{job_id}}", self.stream, methods=["POST"]),
-            Route(f"{prefix}/ping/{{worker_id}}", self.ping, methods=["GET"]),
-            Route(f"{prefix}/job-stop/{{worker_id}}", self.stop, methods=["GET"]),
+            Route(f"{prefix}/{wire.JOB_TAKE}/{{worker_id}}", self.take, methods=["GET"]),
+            Route(
+                f"{prefix}/{wire.JOB_TAKE_BATCH}/{{worker_id}}", self.take_batch, methods=["GET"]
+            ),
+            Route(
+                f"{prefix}/{wire.JOB_DONE}/{{worker_id}}/{{job_id}}", self.done, methods=["POST"]
+            ),
+            Route(
+                f"{prefix}/{wire.JOB_STREAM}/{{worker_id}}/{{job_id}}",
+                self.stream,
+                methods=["POST"],
+            ),
+            Route(f"{prefix}/{wire.PING}/{{worker_id}}", self.ping, methods=["GET"]),
+            Route(f"{prefix}/{wire.JOB_STOP}/{{worker_id}}", self.stop, methods=["GET"]),
         ]
 
     def _worker(self, request: Request) -> tuple[EndpointState, Worker] | JSONResponse:
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header[:7].lower() == "bearer " else header
-        if not secrets.compare_digest(token.strip().encode(), self.key):
+        if not wire.key_matches(request.headers.get("authorization"), self.key_text):
             return error(401, "unauthorized: not this platform's worker key")
         endpoint_id = request.path_params["endpoint_id"]
         ep = self.runtime.endpoint(endpoint_id)

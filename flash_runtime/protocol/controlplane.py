@@ -19,6 +19,7 @@ import orjson
 from ..errors import FlashError
 from . import operations as ops
 from .target import Target
+from .wire import bearer
 
 UPLOAD_CHUNK = 1024 * 1024
 
@@ -95,7 +96,7 @@ class ControlPlaneClient:
         url = self.target.graphql_url
         body = orjson.dumps({"query": document, "variables": variables or {}})
         headers = {
-            "Authorization": f"Bearer {self.target.api_key}",
+            **bearer(self.target.api_key),
             "Content-Type": "application/json",
         }
         try:

@@ -42,6 +42,13 @@ import orjson
 
 from ..errors import RemoteCallError
 from ..manifest import FunctionEntry, Resource
+from ..protocol.wire import (
+    FINAL_STATUSES,
+    JobStatus,
+    bearer,
+    read_job_error,
+    read_route_error,
+)
 from .context import CallContext, context_for
 from .discovery import RETRY_AFTER_S, TTL_S, Discovery
 
@@ -50,9 +57,8 @@ RUNSYNC_WAIT_MS = 90_000  # how long one /runsync or /status request is held at 
 CONNECT_TIMEOUT_S = 10.0
 BACKOFF_S = (0.1, 0.3, 0.9)  # waits before the 2nd, 3rd and 4th attempt of a refused request
 POLL_PAUSE_S = (0.05, 1.0)  # first and longest pause between /status polls that are not held
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+FINAL = FINAL_STATUSES
 _PATH_PARAM = re.compile(r"\{([^}/]+)\}")
-_CLASS_REPR = re.compile(r"^<class '(?:builtins\.)?(.+)'>$")
 
 
 class _Refused(Exception):
@@ -165,7 +171,7 @@ class RemoteClient:
             timeout = max(timeout, resource.executionTimeoutMs / 1000 + 60)
         deadline = time.monotonic() + timeout
         headers = {
-            "Authorization": f"Bearer {context.target.api_key}",
+            **bearer(context.target.api_key),
             "Content-Type": "application/json",
         }
         discovery = self.discovery(context)
@@ -420,11 +426,11 @@ def _job_body(
 
 def _outcome(resource: str, job: Mapping[str, Any]) -> Any:
     status = job.get("status")
-    if status == "COMPLETED":
+    if status == JobStatus.COMPLETED:
         return job.get("output")
-    if status == "FAILED":
+    if status == JobStatus.FAILED:
         raise _job_error(resource, job.get("error"))
-    if status == "TIMED_OUT":
+    if status == JobStatus.TIMED_OUT:
         raise RemoteCallError(
             resource, "timeout", f"job {job.get('id')} exceeded the endpoint's execution timeout"
         )
@@ -434,19 +440,7 @@ def _outcome(resource: str, job: Mapping[str, Any]) -> Any:
 def _job_error(resource: str, error: Any) -> RemoteCallError:
     """The exception of a failed job: the runpod SDK sends it as JSON text with
     ``error_type`` (``"<class 'ValueError'>"``) and ``error_message``."""
-    info = error
-    if isinstance(error, str):
-        try:
-            info = orjson.loads(error)
-        except orjson.JSONDecodeError:
-            info = error
-    if isinstance(info, dict) and ("error_type" in info or "error_message" in info):
-        raw_type = str(info.get("error_type") or "Exception")
-        match = _CLASS_REPR.match(raw_type)
-        remote_type = match.group(1) if match else raw_type
-        message = str(info.get("error_message") or "")
-    else:
-        remote_type, message = "Exception", str(info)
+    remote_type, message = read_job_error(error)
     return RemoteCallError(
         resource,
         "remote_error",
@@ -463,9 +457,9 @@ def _route_error(resource: str, method: str, url: str, status: int, raw: bytes) 
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        remote_type = body["error"]
-        message = str(body.get("message") or "")
+    found = read_route_error(body)
+    if found is not None:
+        remote_type, message = found
         return RemoteCallError(
             resource,
             "remote_error",

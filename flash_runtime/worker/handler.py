@@ -22,7 +22,6 @@ as an ordinary error result naming the field, and the worker keeps serving.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import traceback
@@ -32,6 +31,7 @@ from typing import Any
 import anyio.to_thread
 
 from ..errors import FlashError
+from ..protocol.wire import job_error
 from .arguments import InvalidArguments
 from .loader import Callee, LoadedResource
 
@@ -60,15 +60,14 @@ def runpod_version() -> str:
 
 def error_result(err: BaseException) -> Result:
     """The result of a job whose function raised ``err``, in ``run_job``'s shape."""
-    info = {
-        "error_type": str(type(err)),
-        "error_message": str(err),
-        "error_traceback": "".join(traceback.format_exception(err)),
-        "hostname": os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
-        "worker_id": os.environ.get("RUNPOD_POD_ID", "unknown"),
-        "runpod_version": runpod_version(),
-    }
-    return {"error": json.dumps(info)}
+    text = job_error(
+        err,
+        "".join(traceback.format_exception(err)),
+        hostname=os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
+        worker_id=os.environ.get("RUNPOD_POD_ID", "unknown"),
+        runpod_version=runpod_version(),
+    )
+    return {"error": text}
 
 
 def output_result(output: Any) -> Result:

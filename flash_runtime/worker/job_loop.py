@@ -70,6 +70,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import FlashError
+from ..protocol import wire
 from . import request_context
 from .config import WorkerConfig
 from .handler import Handler, Result, error_result, runpod_version
@@ -160,14 +161,15 @@ class Protocol:
     def take_url(self, count: int, in_progress: bool) -> str:
         url = self.job_take
         if count > 1:
-            url = url.replace("/job-take/", "/job-take-batch/") + f"&batch_size={count}"
+            url = url.replace(f"/{wire.JOB_TAKE}/", f"/{wire.JOB_TAKE_BATCH}/")
+            url += f"&batch_size={count}"
         return url + f"&job_in_progress={'1' if in_progress else '0'}"
 
     @property
     def stop_url(self) -> str | None:
-        if "/job-take/" not in self.job_take:
+        if f"/{wire.JOB_TAKE}/" not in self.job_take:
             return None
-        return self.job_take.replace("/job-take/", "/job-stop/")
+        return self.job_take.replace(f"/{wire.JOB_TAKE}/", f"/{wire.JOB_STOP}/")
 
     def done_url(self, job_id: str, is_stream: bool) -> str:
         return (

@@ -35,6 +35,8 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..protocol.wire import route_error
+
 log = logging.getLogger("flash_runtime.worker.lb")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -90,8 +92,7 @@ class JSONBytes(Response):
             )
 
 
-def error_body(error: str, message: str, request_id: str, **extra: Any) -> dict[str, Any]:
-    return {"error": error, "message": message, **extra, "request_id": request_id}
+error_body = route_error  # the shape remote calls read back (protocol.wire)
 
 
 def error_response(
