@@ -54,7 +54,7 @@ class DefinedAt:
 
 
 @dataclass(frozen=True)
-class Route:
+class RouteDeclaration:
     """One HTTP route of a load-balanced endpoint."""
 
     method: str
@@ -215,7 +215,7 @@ class Endpoint:
         self.max_concurrency = self._positive_int(max_concurrency, "max_concurrency")
         self.target: Callable[..., Any] | type | None = None
         self.target_defined_at: DefinedAt | None = None
-        self.routes: list[Route] = []
+        self.routes: list[RouteDeclaration] = []
 
     # -- decoration -------------------------------------------------------------------------
 
@@ -291,7 +291,7 @@ class Endpoint:
                         f"{method} {path}); route functions need distinct names",
                         where,
                     )
-            self.routes.append(Route(method, path, func, where))
+            self.routes.append(RouteDeclaration(method, path, func, where))
             REGISTRY.add(self)
             return self._wrap(func)  # type: ignore[return-value]
 

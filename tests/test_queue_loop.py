@@ -23,7 +23,7 @@ from jobserver import JobServer, load_queue_resource, pinged_ids
 from flash_runtime.errors import FlashError
 from flash_runtime.worker.config import WorkerConfig
 from flash_runtime.worker.handler import Handler
-from flash_runtime.worker.job_loop import EMPTY_CAP, JobLoop, Pacer, Protocol, backoff
+from flash_runtime.worker.job_loop import EMPTY_CAP, JobLoop, JobURLs, Pacer, backoff
 from flash_runtime.worker.queue import serve
 
 # -- the functions under test -----------------------------------------------------------------
@@ -86,7 +86,7 @@ def serving(
 ) -> Iterator[Running]:
     loaded = load_queue_resource(__name__, name, max_concurrency=max_concurrency)
     config = WorkerConfig.from_env(server.worker_env(worker_id))
-    running = Running(JobLoop(Protocol.from_config(config), Handler(loaded)))
+    running = Running(JobLoop(JobURLs.from_config(config), Handler(loaded)))
     try:
         yield running
     finally:
@@ -252,7 +252,7 @@ def test_an_unreachable_server_is_polled_with_backoff() -> None:
         env = server.worker_env()
     # The server is gone: every request is refused.
     loaded = load_queue_resource(__name__, "greet")
-    job_loop = JobLoop(Protocol.from_config(WorkerConfig.from_env(env)), Handler(loaded))
+    job_loop = JobLoop(JobURLs.from_config(WorkerConfig.from_env(env)), Handler(loaded))
     attempts: list[int] = []
     original = job_loop._take
 
@@ -284,7 +284,7 @@ def test_pacer() -> None:
 def test_a_worker_without_heartbeat_still_serves(server: JobServer) -> None:
     env = server.worker_env()
     del env["RUNPOD_WEBHOOK_PING"]
-    protocol = Protocol.from_config(WorkerConfig.from_env(env))
+    protocol = JobURLs.from_config(WorkerConfig.from_env(env))
     assert protocol.ping is None
     loaded = load_queue_resource(__name__, "greet")
     running = Running(JobLoop(protocol, Handler(loaded)))
@@ -308,7 +308,7 @@ def test_protocol_fills_in_the_placeholders_as_the_official_worker() -> None:
         "RUNPOD_POD_ID": "pod",
         "RUNPOD_PING_INTERVAL": "2500",
     }
-    protocol = Protocol.from_config(WorkerConfig.from_env(env))
+    protocol = JobURLs.from_config(WorkerConfig.from_env(env))
     base = "https://api.example/v2/ep"
     assert protocol.take_url(1, False) == f"{base}/job-take/pod?gpu=A&job_in_progress=0"
     assert protocol.take_url(4, True) == (
@@ -324,7 +324,7 @@ def test_protocol_fills_in_the_placeholders_as_the_official_worker() -> None:
 
 def test_a_worker_without_job_urls_is_refused() -> None:
     with pytest.raises(FlashError, match="RUNPOD_WEBHOOK_GET_JOB"):
-        Protocol.from_config(WorkerConfig.from_env({}))
+        JobURLs.from_config(WorkerConfig.from_env({}))
 
 
 def test_an_unknown_loop_is_refused() -> None:

@@ -110,7 +110,7 @@ def user_agent(env: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class JobURLs:
     """The worker protocol's endpoints and credentials, placeholders filled in."""
 
     worker_id: str
@@ -123,7 +123,7 @@ class Protocol:
     user_agent: str = ""
 
     @classmethod
-    def from_config(cls, config: WorkerConfig) -> Protocol:
+    def from_config(cls, config: WorkerConfig) -> JobURLs:
         """From the ``RUNPOD_*`` variables, as the official worker reads them."""
         if not config.webhook_get_job or not config.webhook_post_output:
             raise FlashError(
@@ -217,7 +217,7 @@ def backoff(attempt: int) -> float:
 class JobLoop:
     """Takes jobs and runs them through a :class:`Handler`, ``handler.slots`` at a time."""
 
-    def __init__(self, protocol: Protocol, handler: Handler) -> None:
+    def __init__(self, protocol: JobURLs, handler: Handler) -> None:
         self.protocol = protocol
         self.handler = handler
         self.slots = handler.slots

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from ..errors import FlashError
 from .config import WorkerConfig
 from .handler import Handler
-from .job_loop import JobLoop, Protocol
+from .job_loop import JobLoop, JobURLs
 from .loader import LoadedResource
 
 log = logging.getLogger("flash_runtime.worker.queue")
@@ -44,7 +44,7 @@ def serve(config: WorkerConfig, loaded: LoadedResource) -> int:
         )
     if config.queue_loop == "runpod":
         return _serve_official(config, handler)
-    job_loop = JobLoop(Protocol.from_config(config), handler)
+    job_loop = JobLoop(JobURLs.from_config(config), handler)
     log.info(
         "queue worker %s serving %s with %d slot(s)",
         job_loop.protocol.worker_id,

@@ -102,7 +102,7 @@ async def _ping() -> dict[str, str]:
     return HEALTHY
 
 
-class Route:
+class BoundRoute:
     """One ``METHOD /path`` and the function it calls, with what binding needs precomputed."""
 
     __slots__ = (
@@ -171,14 +171,14 @@ class Router:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.max_body_bytes = max_body_bytes
-        self._static: dict[str, dict[str, Route]] = {}
-        self._dynamic: dict[str, tuple[Pattern[str], dict[str, Route]]] = {}
+        self._static: dict[str, dict[str, BoundRoute]] = {}
+        self._dynamic: dict[str, tuple[Pattern[str], dict[str, BoundRoute]]] = {}
         ping = Callee("ping", _ping, "async", ArgSpec(_ping))
         for method, path, callee in [("GET", "/ping", ping), *routes]:
             method = method.upper()
             if len(path) > 1:
                 path = path.rstrip("/")
-            route = Route(method, path, callee)
+            route = BoundRoute(method, path, callee)
             if route.regex is None:
                 table = self._static.setdefault(path, {})
             else:
@@ -249,7 +249,7 @@ class Router:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/") or "/"
         # Every route whose path matches, static first; the first with this method serves it.
-        matches: list[tuple[dict[str, Route], dict[str, str]]] = []
+        matches: list[tuple[dict[str, BoundRoute], dict[str, str]]] = []
         if path in self._static:
             matches.append((self._static[path], {}))
         for regex, table in self._dynamic.values():
@@ -285,7 +285,7 @@ class Router:
 
     async def _handle(
         self,
-        route: Route,
+        route: BoundRoute,
         path_values: dict[str, str],
         scope: Scope,
         receive: Receive,
@@ -334,7 +334,7 @@ class Router:
     async def _failed(
         self,
         exc: Exception,
-        route: Route,
+        route: BoundRoute,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -367,7 +367,7 @@ class Router:
 
     async def _arguments(
         self,
-        route: Route,
+        route: BoundRoute,
         path_values: dict[str, str],
         scope: Scope,
         receive: Receive,
