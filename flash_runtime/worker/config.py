@@ -1,4 +1,4 @@
-"""The worker's environment, read once at start-up (contract: DESIGN.md, Worker environment)."""
+"""The worker's environment, read once at start-up (contract: docs/CONTRACTS.md, Worker environment)."""
 
 from __future__ import annotations
 
