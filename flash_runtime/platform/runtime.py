@@ -43,7 +43,7 @@ import orjson
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import db
+from . import db, scaling
 from .jobs import Job, JobStore
 from .model import EndpointSpec
 from .settings import RuntimeSettings
@@ -581,69 +581,51 @@ class PlatformRuntime:
                 self._workers.pop(worker.id, None)
 
     async def _scale(self, ep: EndpointState, now: float) -> None:
+        """Carry out the scaling policy's plan for ``ep`` (:func:`.scaling.plan`)."""
         spec = ep.spec
-        maximum = max(0, spec.workers_max)
-        minimum = min(max(0, spec.workers_min), maximum)
-        current = ep.current()
-        outdated = ep.outdated()
-        ready = [w for w in current if w.state is WorkerState.READY]
-        starting = len(current) - len(ready)
-        n = len(current)
-
-        if outdated and (ready or maximum == 0):
-            for worker in outdated:
-                self._drain(worker)
-            ep.roll_target = 0
-        elif not outdated:
-            ep.roll_target = 0
-
-        want = max(n, minimum, ep.roll_target)
+        serving = [*ep.current(), *ep.outdated()]
+        workers = [
+            scaling.WorkerView(
+                id=w.id,
+                ready=w.state is WorkerState.READY,
+                outdated=w.generation != ep.generation,
+                ours=w.proc is not None,
+                busy=self.jobs.lease_count(w.id) + w.in_flight,
+                in_flight=w.in_flight,
+                last_active=w.last_active,
+            )
+            for w in serving
+        ]
+        view = scaling.EndpointView(
+            kind=spec.type,
+            workers_min=spec.workers_min,
+            workers_max=spec.workers_max,
+            scaler_type=spec.scaler_type,
+            scaler_value=spec.scaler_value,
+            idle_timeout=spec.idle_timeout,
+            roll_target=ep.roll_target,
+            not_before=ep.not_before,
+            lb_waiting=ep.lb_waiting,
+        )
         if spec.type == "qb":
             queue = self.jobs.queue(ep.id)
-            queued = len(queue.pending)
-            if queued and n == 0:
-                want = max(want, 1)
-            elif queued and not starting and n < maximum:
-                if spec.scaler_type == "REQUEST_COUNT":
-                    if queued + queue.running > spec.scaler_value * n:
-                        want = max(want, n + 1)
-                elif self.jobs.oldest_wait(ep.id) > spec.scaler_value:
-                    want = max(want, n + 1)
-        else:
-            if ep.lb_waiting and n == 0:
-                want = max(want, 1)
-            elif not starting and n < maximum:
-                in_flight = sum(w.in_flight for w in ready) + ep.lb_waiting
-                if in_flight > spec.scaler_value * max(1, len(ready)):
-                    want = max(want, n + 1)
-        want = min(want, maximum)
-
-        if want > n and now >= ep.not_before:
-            for _ in range(want - n):
-                await self._spawn(ep)
-            return
-        if n > maximum:  # workersMax was lowered: the least busy go (after their work)
-            ours = [w for w in current if w.proc is not None]
-            ours.sort(key=lambda w: (self.jobs.lease_count(w.id) + w.in_flight, w.last_active))
-            for worker in ours[: n - maximum]:
-                self._drain(worker)
-            return
-
-        # Scale down: drain workers idle for idleTimeout, keeping the minimum.
-        keep = max(minimum, ep.roll_target)
-        if n <= keep:
-            return
-        for worker in sorted(ready, key=lambda w: w.last_active):
-            if n <= keep:
-                break
-            busy = self.jobs.lease_count(worker.id) or worker.in_flight
-            if busy or now - worker.last_active < spec.idle_timeout:
-                continue
-            if worker.proc is None:
-                continue  # external workers are not ours to stop
-            log.info("worker %s of %s idle for %ss: draining", worker.id, ep.id, spec.idle_timeout)
-            self._drain(worker)
-            n -= 1
+            view = dataclasses.replace(
+                view,
+                queued=len(queue.pending),
+                running=queue.running,
+                oldest_wait=self.jobs.oldest_wait(ep.id),
+            )
+        decided = scaling.plan(view, workers, now)
+        ep.roll_target = decided.roll_target
+        by_id = {w.id: w for w in serving}
+        for worker_id, why in decided.drain:
+            if why == "idle":
+                log.info(
+                    "worker %s of %s idle for %ss: draining", worker_id, ep.id, spec.idle_timeout
+                )
+            self._drain(by_id[worker_id])
+        for _ in range(decided.spawn):
+            await self._spawn(ep)
 
     def _spawn_background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
