@@ -4,7 +4,6 @@ imported only when it runs, so ``flash --help`` stays fast."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import click
 
@@ -35,7 +34,8 @@ class LazyGroup(click.Group):
         if target is None:
             return super().get_command(ctx, cmd_name)
         module, _, attr = target.partition(":")
-        command: Any = getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
         return command
 
 

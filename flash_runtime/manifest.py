@@ -28,7 +28,8 @@ class _Node(msgspec.Struct, kw_only=True, dict=True):
 
     @property
     def extra(self) -> dict[str, Any]:
-        return self.__dict__.setdefault("_extra", {})
+        extra: dict[str, Any] = self.__dict__.setdefault("_extra", {})
+        return extra
 
 
 class FunctionEntry(_Node):

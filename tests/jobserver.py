@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -37,6 +37,8 @@ from flash_runtime.worker.loader import LoadedResource, load_resource
 API_KEY = "rp-test-key"
 ENDPOINT_ID = "ep-test"
 GPU_QUERY = "gpu=TEST_GPU"  # the query every production webhook template already carries
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,7 +98,7 @@ class JobServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> JobServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("job server did not start")
@@ -166,7 +168,7 @@ class JobServer:
             f"a ping reporting job {job_id}",
         )
 
-    def wait_until(self, probe: Callable[[], Any], timeout: float = 20, what: str = "it") -> Any:
+    def wait_until(self, probe: Callable[[], T | None], timeout: float = 20, what: str = "it") -> T:
         """Block until ``probe()`` (called under the server's lock) returns something truthy."""
         deadline = time.monotonic() + timeout
         with self._cond:

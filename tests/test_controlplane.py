@@ -90,7 +90,7 @@ class ControlPlaneServer:
     runtime: RecordingRuntime
     target: Target
 
-    def call(self, operation: Callable[[ControlPlaneClient], Awaitable[T]]) -> T:
+    def call(self, operation: Callable[..., Awaitable[T]]) -> T:
         async def run() -> T:
             async with ControlPlaneClient(self.target) as client:
                 return await operation(client)
@@ -444,7 +444,7 @@ def test_endpoint_input_errors_say_what_to_fix(
         cp.call(lambda c: c.save_endpoint(endpoint_payload("worker", empty["id"])))
     _, env, _ = _released_environment(cp, tmp_path, manifest_for("worker"))
 
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"flashEnvironmentId": None}, "flashEnvironmentId is required"),
         ({"template": None}, "needs a template"),
         ({"type": "LB"}, "does not match resource 'worker', which is queue-based"),

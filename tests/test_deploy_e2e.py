@@ -94,7 +94,7 @@ def request(method: str, url: str, key: str, body: dict[str, Any] | None = None)
         return err.code, err.read().decode(errors="replace")
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60) -> Any:
+def eventually(check: Callable[..., Any], timeout: float = 60) -> Any:
     """``check()``'s first truthy value; rolling workers onto a new build takes a moment."""
     deadline = time.monotonic() + timeout
     while True:

@@ -8,6 +8,7 @@ import asyncio
 import io
 import shutil
 import socket
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,10 @@ def test_the_router_makes_the_request_id_current_for_the_function() -> None:
             "headers": [(b"x-request-id", request_id)],
         }
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> MutableMapping[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             pass
 
         await asyncio.create_task(router(scope, receive, send))

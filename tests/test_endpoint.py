@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,11 +26,16 @@ from flash_runtime.resources import gpu_ids
 
 
 def test_enum_values_follow_runpod() -> None:
-    assert GpuType.NVIDIA_GEFORCE_RTX_4090 == "NVIDIA GeForce RTX 4090"
-    assert GpuGroup.AMPERE_16 == "AMPERE_16"
-    assert CpuInstanceType.CPU5C_4_8 == "cpu5c-4-8"
-    assert DataCenter.EU_RO_1 == "EU-RO-1"
-    assert CudaVersion.V12_8 == "12.8"
+    # The members are the strings themselves (StrEnum): compared with plain str values.
+    values: list[tuple[str, str]] = [
+        (GpuType.NVIDIA_GEFORCE_RTX_4090, "NVIDIA GeForce RTX 4090"),
+        (GpuGroup.AMPERE_16, "AMPERE_16"),
+        (CpuInstanceType.CPU5C_4_8, "cpu5c-4-8"),
+        (DataCenter.EU_RO_1, "EU-RO-1"),
+        (CudaVersion.V12_8, "12.8"),
+    ]
+    for member, text in values:
+        assert member == text
     assert str(GpuType.NVIDIA_L4) == "NVIDIA L4"
 
 
@@ -237,7 +243,7 @@ def test_call_from_another_resource_is_a_clear_error(
         asyncio.run(remote_fn(1))
     assert (info.value.endpoint, info.value.cause) == ("other-res", "not_deployed")
     # A call that leaves the worker is network I/O: awaitable even for a plain def.
-    pending = remote_sync(1)
+    pending: Any = remote_sync(1)
     with pytest.raises(RemoteCallError, match="other-res-sync"):
         asyncio.run(pending)
     monkeypatch.setenv("FLASH_RESOURCE_NAME", "other-res-sync")

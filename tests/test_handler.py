@@ -96,11 +96,12 @@ async def official(handler: Handler, the_job: dict[str, Any]) -> dict[str, Any]:
     """What runpod 1.12's own run_job makes of the same job with our handler function."""
     from runpod.serverless.modules.rp_job import run_job
 
-    return await run_job(handler.runpod_handler, copy.deepcopy(the_job))
+    result: dict[str, Any] = await run_job(handler.runpod_handler, copy.deepcopy(the_job))
+    return result
 
 
 def without_traceback(result: dict[str, Any]) -> dict[str, Any]:
-    info = json.loads(result["error"])
+    info: dict[str, Any] = json.loads(result["error"])
     assert "Traceback (most recent call last)" in info.pop("error_traceback")
     return info
 

@@ -121,7 +121,7 @@ def test_official_client_from_a_cold_start_to_scale_down(client: InProcessPlatfo
 def test_official_client_errors(client: InProcessPlatform, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(requests.HTTPError) as err:
         runpod.Endpoint("nosuchendpoint").run_sync({"value": 1})
-    assert err.value.response.status_code == 404
+    assert err.value.response is not None and err.value.response.status_code == 404
     monkeypatch.setattr(runpod, "api_key", "wrong key")
     with pytest.raises(RuntimeError, match="401"):
         runpod.Endpoint(ECHO).run({"value": 1})

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from flash_runtime.platform import db
-from flash_runtime.platform.jobs import Job, JobStatus, JobStore
+from flash_runtime.platform.jobs import Job, JobStore
 from flash_runtime.platform.settings import RuntimeSettings
+from flash_runtime.protocol.wire import JobStatus
 
 EP = "ep1"
 
@@ -34,7 +35,7 @@ def store_at(path: Path, **settings: Any) -> tuple[JobStore, Events]:
     return JobStore(db.connect(path), RuntimeSettings(**settings), events), events
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(test())
 
 

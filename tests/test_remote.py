@@ -101,7 +101,7 @@ class Peer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        body = json.loads(raw) if raw else None
+        body: Any = json.loads(raw) if raw else None
         self.seen.append((request.method, request.raw_path, body))
         if request.path == "/graphql":
             return self.graphql(body)
@@ -313,7 +313,7 @@ def test_load_balanced_targets_get_their_route(peer: Peer) -> None:
     async def main() -> None:
         async def echo(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
-            body = json.loads(raw) if raw else None
+            body: Any = json.loads(raw) if raw else None
             return web.json_response({"path": request.raw_path, "body": body})
 
         peer.answers["/lb/items"] = [_json(503, {"error": "no worker ready"}), echo]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 STEP_MS = 50
@@ -21,7 +21,7 @@ DEBOUNCE_MS = 800
 EXTRA_IGNORED_DIRS = (".flash", ".ruff_cache", ".nox", ".ipynb_checkpoints")
 
 
-async def changes(project: Path, stop: asyncio.Event) -> AsyncIterator[list[Path]]:
+async def changes(project: Path, stop: asyncio.Event) -> AsyncGenerator[list[Path], None]:
     """Batches of changed paths under ``project`` until ``stop`` is set."""
     from watchfiles import DefaultFilter, awatch
 

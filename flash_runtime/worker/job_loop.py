@@ -211,7 +211,8 @@ class Pacer:
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... up to 30 s."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+    return delay * random.uniform(0.5, 1.0)
 
 
 class JobLoop:

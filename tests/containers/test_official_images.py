@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import APPS, free_port
 from jobserver import JobServer
-from test_images import Containers, runpod_env, wait_ping
+from test_containers import Containers, runpod_env, wait_ping
 from test_official_image import http
 
 from flash_runtime.pack import build

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import APPS, free_port
@@ -121,23 +122,18 @@ def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) 
 def test_lb_containers_serve_the_template_and_numpy(
     image: str, python: str, artifacts: dict[str, Path], containers: Containers
 ) -> None:
-    for app, resource, path, body, check in [
-        (
-            "template",
-            "lb_worker",
-            "/process",
-            {"input_data": {"a": 1}},
-            lambda b: b["echo"] == {"a": 1},
-        ),
-        ("numpy", "stats_api", "/mean", {"values": [2, 4]}, lambda b: b["mean"] == 3.0),
-    ]:
+    cases: list[tuple[str, str, str, dict[str, Any], str, Any]] = [
+        ("template", "lb_worker", "/process", {"input_data": {"a": 1}}, "echo", {"a": 1}),
+        ("numpy", "stats_api", "/mean", {"values": [2, 4]}, "mean", 3.0),
+    ]
+    for app, resource, path, body, key, expected in cases:
         port = free_port()
         env = {**runpod_env(resource, "lb"), "PORT": str(port), "FLASH_HOST": "127.0.0.1"}
         name = containers.run(image, artifacts[app], env)
         url = f"http://127.0.0.1:{port}"
         wait_ping(containers, name, url)
         status, reply = http(f"{url}{path}", body)
-        assert status == 200 and check(reply), (reply, containers.logs(name))
+        assert status == 200 and reply[key] == expected, (reply, containers.logs(name))
 
 
 def test_queue_container_takes_jobs_over_the_runpod_protocol(
