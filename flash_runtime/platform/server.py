@@ -1,7 +1,7 @@
 """The platform process: one Starlette app on ``PlatformConfig.url``, served by uvicorn.
 
 It serves the serverless API and the worker protocol (``serverless.py``, ``workerapi.py``), the
-control plane's routes when ``flash_runtime.platform.controlplane`` is installed, ``/health``
+control plane (``controlplane.py``), ``/health``
 (unauthenticated: ``flash platform start`` waits on it) and ``/platform/status`` (what
 ``flash platform status`` shows). ``python -m flash_runtime.platform.server`` runs it in the
 foreground; ``flash platform start`` runs that in the background.
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
 import sys
 from collections.abc import AsyncIterator
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -33,26 +32,14 @@ from starlette.routing import BaseRoute, Route
 from .. import __version__
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import balancer, db, serverless, workerapi
+from ..protocol.wire import UNAUTHORIZED
+from . import balancer, controlplane, db, serverless, workerapi
 from .process import instance_lock
 from .runtime import PlatformRuntime
-from .serverless import JSONResponse, bearer_ok, unauthorized
+from .serverless import ApiError, JSONResponse, api_error_response, bearer_ok
 from .settings import RuntimeSettings
 
 log = logging.getLogger("flash_runtime.platform")
-
-CONTROL_PLANE_MODULE = "flash_runtime.platform.controlplane"
-
-
-def control_plane() -> ModuleType | None:
-    """The control plane module, or None while it is not installed."""
-    try:
-        return importlib.import_module(CONTROL_PLANE_MODULE)
-    except ModuleNotFoundError as err:
-        if err.name != CONTROL_PLANE_MODULE:
-            raise
-        log.warning("no control plane (%s is missing): serving the runtime only", err.name)
-        return None
 
 
 def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
@@ -71,7 +58,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
 
     async def status(request: Request) -> Response:
         if not bearer_ok(request, config.api_key):
-            return unauthorized()
+            raise ApiError(401, UNAUTHORIZED)
         return JSONResponse(runtime.status())
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -80,19 +67,17 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
 
     # The control plane gets its own connection: its transactions never mix with the job
     # store's statements on the same event loop.
-    cp = control_plane()
-    cp_conn = db.connect(config.db_path) if cp is not None else None
+    cp_conn = db.connect(config.db_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
-        if cp is not None and hasattr(cp, "resume"):
-            # The runtime restored its own endpoints already; this re-applies the control
-            # plane's view (a no-op for endpoints that did not change).
-            try:
-                await cp.resume(cp_conn, runtime, config)
-            except Exception:
-                log.exception("the control plane could not re-apply its endpoints")
+        # The runtime restored its own endpoints already; this re-applies the control plane's
+        # view (a no-op for endpoints that did not change).
+        try:
+            await controlplane.resume(cp_conn, runtime, config)
+        except Exception:
+            log.exception("the control plane could not re-apply its endpoints")
         try:
             yield
         finally:
@@ -105,10 +90,12 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/platform/status", status, methods=["GET"]),
         *balancer.alias_routes(runtime),
-        *(cp.routes(cp_conn, runtime, config) if cp is not None else []),
+        *controlplane.routes(cp_conn, runtime, config),
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, ApiError: api_error_response},
     )
 
 

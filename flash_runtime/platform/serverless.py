@@ -36,8 +36,19 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+class ApiError(Exception):
+    """A request the platform refuses: raised by handlers and their helpers, answered by the
+    app's handler (:func:`api_error_response`) as ``{"error": message, ...}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, **extra}
+
+
+async def api_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body, status_code=exc.status)
 
 
 def bearer_ok(request: Request, key: str) -> bool:
@@ -45,32 +56,28 @@ def bearer_ok(request: Request, key: str) -> bool:
     return key_matches(request.headers.get("authorization"), key)
 
 
-def unauthorized() -> JSONResponse:
-    return error(401, UNAUTHORIZED)
-
-
-async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes | JSONResponse:
-    """The request body, or 413 past ``limit`` bytes (checked before reading it all)."""
+async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
+    """The request body; ApiError 413 past ``limit`` bytes (checked before reading it all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return _too_large(limit)
+        raise _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            return _too_large(limit)
+            raise _too_large(limit)
     return bytes(body)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return error(413, f"request body is larger than {limit // 2**20} MB")
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body is larger than {limit // 2**20} MB")
 
 
-def parse_json(body: bytes) -> Any | JSONResponse:
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError as err:
-        return error(400, f"request body is not valid JSON: {err}")
+        raise ApiError(400, f"request body is not valid JSON: {err}") from None
 
 
 class ServerlessAPI:
@@ -92,51 +99,45 @@ class ServerlessAPI:
             Route(f"{prefix}/purge-queue", self.purge, methods=["POST"]),
         ]
 
-    def _endpoint(self, request: Request, *, qb_only: bool = True) -> EndpointState | JSONResponse:
+    def _endpoint(self, request: Request, *, qb_only: bool = True) -> EndpointState:
         if not bearer_ok(request, self.runtime.config.api_key):
-            return unauthorized()
+            raise ApiError(401, UNAUTHORIZED)
         endpoint_id = request.path_params["endpoint_id"]
         ep = self.runtime.endpoint(endpoint_id)
         if ep is None:
-            return error(404, f"endpoint {endpoint_id!r} not found")
+            raise ApiError(404, f"endpoint {endpoint_id!r} not found")
         if qb_only and ep.spec.type != "qb":
-            return error(
+            raise ApiError(
                 404,
                 f"endpoint {endpoint_id!r} is load-balanced: call its routes at "
                 f"{self.runtime.url_of(endpoint_id)}",
             )
         return ep
 
-    def _job(self, request: Request, ep: EndpointState) -> Job | JSONResponse:
+    def _job(self, request: Request, ep: EndpointState) -> Job:
         job_id = request.path_params["job_id"]
         job = self.jobs.get(job_id)
         if job is None or job.endpoint_id != ep.id:
-            return error(404, f"job {job_id!r} not found (finished jobs are kept for a while)")
+            raise ApiError(404, f"job {job_id!r} not found (finished jobs are kept for a while)")
         return job
 
-    async def _submit(self, request: Request, *, sync: bool) -> Job | JSONResponse:
+    async def _submit(self, request: Request, *, sync: bool) -> Job:
         ep = self._endpoint(request)
-        if isinstance(ep, JSONResponse):
-            return ep
         body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         payload = parse_json(body)
-        if isinstance(payload, JSONResponse):
-            return payload
         if not isinstance(payload, dict) or "input" not in payload:
-            return error(400, 'request body must be a JSON object with an "input" field')
+            raise ApiError(400, 'request body must be a JSON object with an "input" field')
         webhook = payload.get("webhook")
         if webhook is not None and not isinstance(webhook, str):
-            return error(400, '"webhook" must be a URL string')
+            raise ApiError(400, '"webhook" must be a URL string')
         policy = payload.get("policy") or {}
         if not isinstance(policy, dict):
-            return error(400, '"policy" must be an object')
+            raise ApiError(400, '"policy" must be an object')
         timeout_ms = policy.get("executionTimeout", ep.spec.execution_timeout_ms)
         ttl_ms = policy.get("ttl")
         for name, value in (("executionTimeout", timeout_ms), ("ttl", ttl_ms)):
             if value is not None and (not isinstance(value, int) or value < 0):
-                return error(400, f'"policy.{name}" must be a non-negative integer (ms)')
+                raise ApiError(400, f'"policy.{name}" must be a non-negative integer (ms)')
         job = self.jobs.submit(
             ep.id,
             payload["input"],
@@ -150,8 +151,6 @@ class ServerlessAPI:
 
     async def run(self, request: Request) -> Response:
         job = await self._submit(request, sync=False)
-        if isinstance(job, JSONResponse):
-            return job
         return JSONResponse({"id": job.id, "status": job.status.value})
 
     async def runsync(self, request: Request) -> Response:
@@ -161,11 +160,9 @@ class ServerlessAPI:
         wait_ms = RUNSYNC_DEFAULT_WAIT_MS
         if raw_wait is not None:
             if not raw_wait.isdigit():
-                return error(400, f"wait={raw_wait!r} must be milliseconds")
+                raise ApiError(400, f"wait={raw_wait!r} must be milliseconds")
             wait_ms = min(int(raw_wait), RUNSYNC_MAX_WAIT_MS)
         job = await self._submit(request, sync=True)
-        if isinstance(job, JSONResponse):
-            return job
         await self.jobs.wait(job, wait_ms / 1000)
         if job.final:
             self.jobs.mark_delivered(job)
@@ -174,11 +171,7 @@ class ServerlessAPI:
 
     async def status(self, request: Request) -> Response:
         ep = self._endpoint(request)
-        if isinstance(ep, JSONResponse):
-            return ep
         job = self._job(request, ep)
-        if isinstance(job, JSONResponse):
-            return job
         raw_wait = request.query_params.get("wait")
         if raw_wait and raw_wait.isdigit() and not job.final:
             await self.jobs.wait(job, min(int(raw_wait), RUNSYNC_MAX_WAIT_MS) / 1000)
@@ -187,11 +180,7 @@ class ServerlessAPI:
     async def stream(self, request: Request) -> Response:
         """Chunks a generator job produced since the previous call (each returned once)."""
         ep = self._endpoint(request)
-        if isinstance(ep, JSONResponse):
-            return ep
         job = self._job(request, ep)
-        if isinstance(job, JSONResponse):
-            return job
         status, chunks = await self.jobs.read_stream(job, STREAM_WAIT_S)
         body: dict[str, Any] = {
             "id": job.id,
@@ -204,24 +193,16 @@ class ServerlessAPI:
 
     async def cancel(self, request: Request) -> Response:
         ep = self._endpoint(request)
-        if isinstance(ep, JSONResponse):
-            return ep
         job = self._job(request, ep)
-        if isinstance(job, JSONResponse):
-            return job
         job = self.jobs.cancel(job)
         return JSONResponse({"id": job.id, "status": job.status.value})
 
     async def health(self, request: Request) -> Response:
         ep = self._endpoint(request, qb_only=False)
-        if isinstance(ep, JSONResponse):
-            return ep
         return JSONResponse(self.runtime.health(ep))
 
     async def purge(self, request: Request) -> Response:
         ep = self._endpoint(request)
-        if isinstance(ep, JSONResponse):
-            return ep
         removed = self.jobs.purge(ep.id)
         return JSONResponse({"removed": removed, "status": "completed"})
 

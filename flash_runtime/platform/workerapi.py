@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from ..protocol import wire
 from .jobs import Job
 from .runtime import PlatformRuntime
-from .serverless import JSONResponse, error
+from .serverless import ApiError, JSONResponse
 from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
@@ -82,13 +82,13 @@ class WorkerAPI:
             Route(f"{prefix}/{wire.JOB_STOP}/{{worker_id}}", self.stop, methods=["GET"]),
         ]
 
-    def _worker(self, request: Request) -> tuple[EndpointState, Worker] | JSONResponse:
+    def _worker(self, request: Request) -> tuple[EndpointState, Worker]:
         if not wire.key_matches(request.headers.get("authorization"), self.key_text):
-            return error(401, "unauthorized: not this platform's worker key")
+            raise ApiError(401, "unauthorized: not this platform's worker key")
         endpoint_id = request.path_params["endpoint_id"]
         ep = self.runtime.endpoint(endpoint_id)
         if ep is None or ep.spec.type != "qb":
-            return error(404, f"queue endpoint {endpoint_id!r} not found")
+            raise ApiError(404, f"queue endpoint {endpoint_id!r} not found")
         return ep, self.runtime.worker(ep, request.path_params["worker_id"])
 
     async def take(self, request: Request) -> Response:
@@ -99,10 +99,7 @@ class WorkerAPI:
         return await self._take(request, max(1, int(raw)) if raw.isdigit() else 1, batch=True)
 
     async def _take(self, request: Request, limit: int, *, batch: bool) -> Response:
-        found = self._worker(request)
-        if isinstance(found, JSONResponse):
-            return found
-        ep, worker = found
+        ep, worker = self._worker(request)
         if worker.state is WorkerState.STARTING:
             self.runtime.worker_ready(ep, worker)
         hold = self.runtime.settings.long_poll_s
@@ -137,15 +134,12 @@ class WorkerAPI:
             self.jobs.release_parked(worker.id)
 
     async def done(self, request: Request) -> Response:
-        found = self._worker(request)
-        if isinstance(found, JSONResponse):
-            return found
-        ep, worker = found
+        ep, worker = self._worker(request)
         body = await request.body()
         try:
             result = orjson.loads(body) if body else {}
         except orjson.JSONDecodeError as err:
-            return error(400, f"job-done body is not JSON: {err}")
+            raise ApiError(400, f"job-done body is not JSON: {err}") from None
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
@@ -157,15 +151,12 @@ class WorkerAPI:
         return Response(OK, media_type="application/json")
 
     async def stream(self, request: Request) -> Response:
-        found = self._worker(request)
-        if isinstance(found, JSONResponse):
-            return found
-        ep, worker = found
+        ep, worker = self._worker(request)
         body = await request.body()
         try:
             chunk = orjson.loads(body) if body else None
         except orjson.JSONDecodeError as err:
-            return error(400, f"job-stream body is not JSON: {err}")
+            raise ApiError(400, f"job-stream body is not JSON: {err}") from None
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
@@ -174,10 +165,7 @@ class WorkerAPI:
         return Response(OK, media_type="application/json")
 
     async def ping(self, request: Request) -> Response:
-        found = self._worker(request)
-        if isinstance(found, JSONResponse):
-            return found
-        _, worker = found
+        _, worker = self._worker(request)
         query = request.query_params
         # The runpod SDK's pings (and ours) always carry runpod_version and list the jobs in
         # progress in job_id (left out when there are none); other clients are not checked.
@@ -187,10 +175,7 @@ class WorkerAPI:
         return Response(OK, media_type="application/json")
 
     async def stop(self, request: Request) -> Response:
-        found = self._worker(request)
-        if isinstance(found, JSONResponse):
-            return found
-        _, worker = found
+        _, worker = self._worker(request)
         hold = self.runtime.settings.long_poll_s if worker.serving else DRAINING_HOLD_S
         ids = await worker.next_stops(hold)
         if ids:
