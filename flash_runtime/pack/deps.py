@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -454,36 +455,27 @@ def run_installer(
     return name
 
 
+def _distribution(dist_info: Path) -> metadata.Distribution:
+    return metadata.PathDistribution(dist_info)
+
+
 def _dist_name(dist_info: Path) -> str:
-    try:
-        for line in (
-            (dist_info / "METADATA").read_text(encoding="utf-8", errors="replace").splitlines()
-        ):
-            if line.lower().startswith("name:"):
-                return line.split(":", 1)[1].strip()
-            if not line:
-                break
-    except OSError:
-        pass
-    return dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
+    name = _distribution(dist_info).metadata["Name"]
+    return str(name) if name else dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
 
 
 def _dist_version(dist_info: Path) -> str:
-    stem = dist_info.name.removesuffix(".dist-info")
-    return stem.rsplit("-", 1)[1] if "-" in stem else ""
+    return str(_distribution(dist_info).version or "")
 
 
 def _record_files(site: Path, dist_info: Path) -> list[Path]:
-    files = []
-    try:
-        text = (dist_info / "RECORD").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    """The installed files a distribution's RECORD lists (inside ``site`` only)."""
+    listed = _distribution(dist_info).files
+    if listed is None:  # no RECORD: everything in its .dist-info
         return [p for p in dist_info.rglob("*") if p.is_file()]
-    for row in text.splitlines():
-        rel = row.rsplit(",", 2)[0].strip('"') if row.count(",") >= 2 else row.split(",")[0]
-        if not rel:
-            continue
-        path = (site / rel).resolve()
+    files = []
+    for entry in listed:
+        path = (site / str(entry)).resolve()
         if path.is_relative_to(site) and path.is_file():
             files.append(path)
     return files

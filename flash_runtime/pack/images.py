@@ -88,11 +88,6 @@ UV_PLATFORM = "x86_64-manylinux_2_28"
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 PLATFORM_LABEL = "linux x86_64 (manylinux_2_28)"
 
-_NAME_RE = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?=\s|[\[(<>=!~;@]|$)")
-
-
-_EXTRA_MARKER = re.compile(r";.*\bextra\s*==")
-
 
 def normalize(name: str) -> str:
     """PEP 503 normalised distribution name: ``Charset_Normalizer`` -> ``charset-normalizer``."""
@@ -101,8 +96,12 @@ def normalize(name: str) -> str:
 
 def requirement_name(requirement: str) -> str | None:
     """The normalised distribution name of a requirement line, or None (URL, path, option)."""
-    match = _NAME_RE.match(requirement)
-    return normalize(match.group(1)) if match else None
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return normalize(Requirement(requirement.strip()).name)
+    except InvalidRequirement:
+        return None
 
 
 @functools.cache
@@ -114,13 +113,14 @@ def runtime_dependencies() -> frozenset[str]:
         requires = metadata.requires("flash-runtime") or []
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
         requires = _pyproject_dependencies()
+    from packaging.requirements import Requirement
+
     names = set()
     for line in requires:
-        if _EXTRA_MARKER.search(line):
-            continue
-        name = requirement_name(line)
-        if name:
-            names.add(name)
+        requirement = Requirement(line)
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue  # an optional extra's, not installed with flash-runtime itself
+        names.add(normalize(requirement.name))
     return frozenset(names)
 
 
