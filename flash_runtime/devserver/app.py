@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,9 +27,10 @@ import aiohttp
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from ..platform.transport import relay
 from ..protocol.wire import HOP_BY_HOP as WIRE_HOP_BY_HOP
 from ..protocol.wire import bearer
 
@@ -69,18 +69,8 @@ ASSETS = {
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # The proxies' set, plus the client's Authorization: the dev server adds the key.
 HOP_BY_HOP = WIRE_HOP_BY_HOP | {"authorization"}
-RESPONSE_DROP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "trailers",
-        "date",
-        "server",
-    }
-)
+# What the dev server's own uvicorn sets, on top of what no proxy passes on.
+RESPONSE_DROP = WIRE_HOP_BY_HOP | {"trailers", "date", "server"}
 
 DOCS_HTML = """<!doctype html>
 <html lang="en">
@@ -207,25 +197,17 @@ async def _forward(server: DevServer, request: Request) -> Response:
     except (aiohttp.ClientError, TimeoutError) as err:
         return _unreachable(server, request, shown, started, endpoint.url, err)
 
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.content.iter_any():
-                yield chunk
-        except aiohttp.ClientError:
-            pass  # the worker went away mid-response: end it here
-        finally:
-            upstream.release()
-            server.terminal.access(
-                request.method,
-                shown,
-                upstream.status,
-                time.perf_counter() - started,
-                f"request {request_id}",
-            )
+    async def finished() -> None:
+        upstream.release()
+        server.terminal.access(
+            request.method,
+            shown,
+            upstream.status,
+            time.perf_counter() - started,
+            f"request {request_id}",
+        )
 
-    return StreamingResponse(
-        relay(), status_code=upstream.status, headers=_response_headers(upstream)
-    )
+    return relay(upstream, finished, RESPONSE_DROP)
 
 
 def _unreachable(

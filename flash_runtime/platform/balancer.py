@@ -7,8 +7,9 @@ is ready while its ``/ping`` answers 200; the balancer polls it. With no ready w
 waits (a cold start from zero starts one) up to ``lb_ready_wait_s``, then gets 503 with a JSON
 body that says why.
 
-An aiohttp server rather than a second uvicorn app: one process already runs uvicorn, and an
-aiohttp site on the same event loop costs a socket, not a thread.
+Its port is a Starlette app on an embedded uvicorn server in the platform's own event loop
+(``transport.Listener``); the platform's ``/lb/{id}/...`` alias of it goes through the same
+:meth:`Balancer.forward` and the same relay (``transport.relay``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import orjson
-from aiohttp import web
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
+from . import transport
 from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
@@ -68,6 +69,7 @@ CONNECT_RETRIES = 2
 
 
 UNAUTHORIZED_BODY = {"error": UNAUTHORIZED}
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 class ProxyError(Exception):
@@ -79,10 +81,6 @@ class ProxyError(Exception):
         self.body = body
 
 
-def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
 class Balancer:
     """Proxy for one load-balanced endpoint."""
 
@@ -91,35 +89,36 @@ class Balancer:
         self.ep = ep
         self.port: int | None = None
         self.closing = False
-        self._runner: web.AppRunner | None = None
+        self._listener: transport.Listener | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._picks = itertools.count()
         self._last_pick: dict[str, int] = {}
 
     async def start(self, port: int) -> None:
-        """Listen on ``port`` (loopback)."""
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.runtime.config.host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = port
-        log.info("endpoint %s balancer on port %s", self.ep.id, port)
+        """Listen on ``port`` (loopback); OSError when it is taken."""
+
+        async def every_path(request: Request) -> Response:
+            raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+            query = request.url.query
+            return await self.forward(
+                request, raw.decode("latin-1") + (f"?{query}" if query else "")
+            )
+
+        app = Starlette(
+            routes=[Route("/{path:path}", every_path, methods=METHODS)],
+        )
+        self._listener = transport.Listener(app, self.runtime.config.host, port)
+        self.port = self._listener.port
+        log.info("endpoint %s balancer on port %s", self.ep.id, self.port)
 
     async def close(self) -> None:
         self.closing = True
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -294,45 +293,26 @@ class Balancer:
                 chosen.in_flight -= 1
                 chosen.last_active = time.monotonic()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The endpoint's own port: every path goes to a worker."""
-        if not self.authorized(request.headers.get("Authorization")):
-            return _json(401, UNAUTHORIZED_BODY)
+    async def forward(self, request: Request, target: str) -> Response:
+        """Pass ``request`` to a ready worker as ``target`` (path and query); stream back its
+        answer. The endpoint's own port and the platform's alias both come here."""
+        if not self.authorized(request.headers.get("authorization")):
+            return transport.json_response(401, UNAUTHORIZED_BODY)
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "chunked" in request.headers.get("transfer-encoding", "")
+        )
+        context = self.upstream(
+            request.method,
+            target,
+            request.headers,
+            request.stream() if has_body else None,
+            request.client.host if request.client else None,
+        )
         try:
-            async with self.upstream(
-                request.method,
-                str(request.rel_url),
-                request.headers,
-                request.content if request.body_exists else None,
-                request.remote,
-            ) as response:
-                return await self._relay(request, response)
+            upstream = await context.__aenter__()
         except ProxyError as err:
-            return _json(err.status, err.body)
-
-    async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for key, value in upstream.headers.items():
-            if key.lower() not in HOP_BY_HOP:
-                response.headers.add(key, value)
-        if upstream.content_length is not None and "chunked" not in upstream.headers.get(
-            "Transfer-Encoding", ""
-        ):
-            response.content_length = upstream.content_length
-        await response.prepare(request)
-        # Either side hanging up mid-stream ends the relay.
-        with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-        return response
-
-
-def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
-    """The worker's response headers a proxy passes on."""
-    return [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+            return transport.json_response(err.status, err.body)
+        return transport.relay(upstream, lambda: context.__aexit__(None, None, None))
 
 
 def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
@@ -344,57 +324,19 @@ def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
     async def alias(request: Request) -> Response:
         endpoint_id = request.path_params["endpoint_id"]
         ep = runtime.endpoint(endpoint_id)
-        if not _bearer(request, runtime):
-            return _starlette_json(401, UNAUTHORIZED_BODY)
+        if not key_matches(request.headers.get("authorization"), runtime.config.api_key):
+            return transport.json_response(401, UNAUTHORIZED_BODY)
         balancer = ep.balancer if ep is not None else None
         if not isinstance(balancer, Balancer):
-            return _starlette_json(
+            return transport.json_response(
                 404, {"error": f"load-balanced endpoint {endpoint_id!r} not found"}
             )
         target = "/" + request.path_params.get("path", "")
         if request.url.query:
             target += "?" + request.url.query
-        has_body = request.headers.get("content-length", "0") != "0" or (
-            "chunked" in request.headers.get("transfer-encoding", "")
-        )
-        context = balancer.upstream(
-            request.method,
-            target,
-            request.headers,
-            request.stream() if has_body else None,
-            request.client.host if request.client else None,
-        )
-        try:
-            upstream = await context.__aenter__()
-        except ProxyError as err:
-            return _starlette_json(err.status, err.body)
+        return await balancer.forward(request, target)
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.content.iter_any():
-                    yield chunk
-            finally:
-                await context.__aexit__(None, None, None)
-
-        headers = response_headers(upstream)
-        response = StreamingResponse(body(), status_code=upstream.status)
-        response.raw_headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
-        ]
-        if upstream.content_length is not None:
-            response.raw_headers.append((b"content-length", str(upstream.content_length).encode()))
-        return response
-
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [
-        Route("/lb/{endpoint_id}", alias, methods=methods),
-        Route("/lb/{endpoint_id}/{path:path}", alias, methods=methods),
+        Route("/lb/{endpoint_id}", alias, methods=METHODS),
+        Route("/lb/{endpoint_id}/{path:path}", alias, methods=METHODS),
     ]
-
-
-def _bearer(request: Request, runtime: BalancerHost) -> bool:
-    return key_matches(request.headers.get("authorization"), runtime.config.api_key)
-
-
-def _starlette_json(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
