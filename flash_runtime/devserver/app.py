@@ -207,7 +207,7 @@ async def _forward(server: DevServer, request: Request) -> Response:
             f"request {request_id}",
         )
 
-    return relay(upstream, finished, RESPONSE_DROP)
+    return await relay(upstream, finished, RESPONSE_DROP)
 
 
 def _unreachable(

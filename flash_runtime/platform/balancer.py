@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
 from . import transport
@@ -97,16 +97,23 @@ class Balancer:
     async def start(self, port: int) -> None:
         """Listen on ``port`` (loopback); OSError when it is taken."""
 
-        async def every_path(request: Request) -> Response:
-            raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
-            query = request.url.query
-            return await self.forward(
-                request, raw.decode("latin-1") + (f"?{query}" if query else "")
-            )
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            # A bare ASGI app: every path is the worker's, and no middleware stands between
+            # the socket and the relay (a Starlette app's stack costs a fifth of the proxy's
+            # throughput here).
+            if scope["type"] != "http":
+                return
+            request = Request(scope, receive)
+            raw: bytes = scope.get("raw_path") or scope["path"].encode()
+            query = scope.get("query_string") or b""
+            target = raw.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+            try:
+                response = await self.forward(request, target)
+            except Exception:
+                log.exception("balancer of %s failed on %s %s", self.ep.id, scope["method"], target)
+                response = transport.json_response(500, {"error": "the balancer failed"})
+            await response(scope, receive, send)
 
-        app = Starlette(
-            routes=[Route("/{path:path}", every_path, methods=METHODS)],
-        )
         self._listener = transport.Listener(app, self.runtime.config.host, port)
         self.port = self._listener.port
         log.info("endpoint %s balancer on port %s", self.ep.id, self.port)
@@ -298,21 +305,18 @@ class Balancer:
         answer. The endpoint's own port and the platform's alias both come here."""
         if not self.authorized(request.headers.get("authorization")):
             return transport.json_response(401, UNAUTHORIZED_BODY)
-        has_body = request.headers.get("content-length", "0") != "0" or (
-            "chunked" in request.headers.get("transfer-encoding", "")
-        )
         context = self.upstream(
             request.method,
             target,
             request.headers,
-            request.stream() if has_body else None,
+            await transport.request_body(request),
             request.client.host if request.client else None,
         )
         try:
             upstream = await context.__aenter__()
         except ProxyError as err:
             return transport.json_response(err.status, err.body)
-        return transport.relay(upstream, lambda: context.__aexit__(None, None, None))
+        return await transport.relay(upstream, lambda: context.__aexit__(None, None, None))
 
 
 def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import uvicorn
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp
 
@@ -34,17 +35,56 @@ def passed_headers(
     return [(k, v) for k, v in upstream.headers.items() if k.lower() not in drop]
 
 
-def relay(
+# Bodies up to this size with a declared length are read whole rather than streamed: one
+# send instead of a chunked relay, which costs a third of the throughput for small requests.
+WHOLE_BODY_MAX = 256 * 1024
+
+
+async def request_body(request: Request) -> bytes | AsyncIterator[bytes] | None:
+    """What to send upstream for ``request``: nothing, the body read whole (small, with a
+    declared length), or the body as a stream."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        if int(declared) == 0:
+            return None
+        if int(declared) <= WHOLE_BODY_MAX:
+            return await request.body()
+    elif "chunked" not in request.headers.get("transfer-encoding", ""):
+        return None
+    return request.stream()
+
+
+async def relay(
     upstream: aiohttp.ClientResponse,
     finished: Callable[[], Awaitable[object]],
     drop: Collection[str] = HOP_BY_HOP,
-) -> StreamingResponse:
-    """``upstream`` (a worker's response) as the caller's, streamed chunk by chunk.
+) -> Response:
+    """``upstream`` (a worker's response) as the caller's: read whole when small and of known
+    length, else streamed chunk by chunk as it arrives (SSE, chunked, large bodies).
 
     ``finished`` runs once the body has been relayed, or the relay ended early (either side
     hung up): it releases the upstream connection and does any accounting. Headers in ``drop``
     are not passed on (the length is set again from the worker's).
     """
+
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in passed_headers(upstream, drop)
+    ]
+    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "")
+    length = None if chunked else upstream.content_length
+    if length is not None and length <= WHOLE_BODY_MAX:
+        try:
+            data: bytes | None = await upstream.read()
+        except aiohttp.ClientError:
+            data = None
+        finally:
+            await finished()
+        if data is None:
+            return json_response(502, {"error": "the worker's response ended early"})
+        whole = Response(data, status_code=upstream.status)
+        whole.raw_headers = [*headers, (b"content-length", str(len(data)).encode())]
+        return whole
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -56,13 +96,9 @@ def relay(
             await finished()
 
     response = StreamingResponse(body(), status_code=upstream.status)
-    response.raw_headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in passed_headers(upstream, drop)
-    ]
-    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "")
-    if upstream.content_length is not None and not chunked:
-        response.raw_headers.append((b"content-length", str(upstream.content_length).encode()))
+    response.raw_headers = headers
+    if length is not None:
+        response.raw_headers.append((b"content-length", str(length).encode()))
     return response
 
 
