@@ -6,7 +6,7 @@
 * **direct**: ``python -m flash_runtime.bootstrap`` (our images' command, and the local
   platform's), artifact extracted into a new directory each run;
 * **official image path**: the artifact built for Runpod's images, started as those images start
-  it (``tests/official_image/``: ``uvicorn lb_handler:app`` / ``python handler.py`` in an
+  it (``flash_runtime/testing/official_image/``: ``uvicorn lb_handler:app`` / ``python handler.py`` in an
   environment with their package set); their entry extracts it with ``tarfile`` and loads
   ``handler_<resource>.py``, which hands over to our worker;
 * **our image, in a container**: ``docker run`` of ``flash-cpu-test:py3.11`` (host network, the
@@ -30,10 +30,11 @@ import time
 import uuid
 from pathlib import Path
 
+from flash_runtime.testing.official import ENTRIES, environment
+
 from .common import (
     PYTHON,
     RESULTS,
-    ROOT,
     Proc,
     free_port,
     server_env,
@@ -42,9 +43,6 @@ from .common import (
     wait_first_200,
 )
 from .queue_bench import JobServerProc
-
-sys.path.insert(0, str(ROOT / "tests"))
-from officialimage import ENTRIES, environment
 
 IMAGE = "flash-cpu-test:py3.11"
 QB_INPUT = {"input_data": {"text": "to be or not to be"}}

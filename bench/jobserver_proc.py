@@ -22,19 +22,16 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from jobserver import JobServer
+from flash_runtime.testing.jobserver import JobServer
 
 
 class BatchJobServer(JobServer):
     """Adds queueing many jobs in one step, so a batch is all there before a worker polls."""
 
     def submit_many(self, job_input: Any, n: int) -> list[str]:
-        from jobserver import Job
+        from flash_runtime.testing.jobserver import Job
 
         ids = [f"job-{next(self._ids)}" for _ in range(n)]
         with self._cond:

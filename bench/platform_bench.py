@@ -37,14 +37,13 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import build_app, free_port  # noqa: E402
 
 from flash_runtime.platform import db, process  # noqa: E402
 from flash_runtime.platform.model import EndpointSpec  # noqa: E402
 from flash_runtime.platform.runtime import save_endpoint  # noqa: E402
 from flash_runtime.protocol.local import PlatformConfig  # noqa: E402
+from flash_runtime.testing.net import free_port  # noqa: E402
+from flash_runtime.testing.workers import build_app  # noqa: E402
 
 ENDPOINTS = {1: "benchnoop1w000", 2: "benchnoop2w000"}
 BODY = b'{"input": {}}'
@@ -147,7 +146,7 @@ def main() -> None:
     os.environ.setdefault("FLASH_LOG_LEVEL", "WARNING")
     config = PlatformConfig.load()
     try:
-        artifact = build_app("platform_noop", work)
+        artifact = build_app(ROOT / "tests" / "apps" / "platform_noop", work)
         conn = db.connect(config.db_path)
         for workers, endpoint_id in ENDPOINTS.items():
             save_endpoint(

@@ -9,9 +9,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import APPS, WorkerProcess, build_app, free_port, start_worker
+from conftest import APPS, build_app
 
 from flash_runtime.pack import build
+from flash_runtime.testing.net import free_port
+from flash_runtime.testing.workers import WorkerProcess, start_worker
 
 
 def _get_json(url: str, timeout: float = 20) -> object:
@@ -94,9 +96,8 @@ def test_missing_artifact(tmp_path: Path) -> None:
 def test_every_resource_of_the_init_template_boots(
     tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    from jobserver import JobServer
-
     from flash_runtime.pack import init_project
+    from flash_runtime.testing.jobserver import JobServer
 
     artifact = build(init_project(tmp_path / "hello")).artifact
     lb = start_worker(artifact, tmp_path / "app", "lb_worker", port=free_port())

@@ -27,11 +27,11 @@ from test_deploy_e2e import request
 
 from flash_runtime import RemoteCallError
 from flash_runtime.deploy.deployer import DeployResult, deploy
-from flash_runtime.platform.testing import InProcessPlatform
 from flash_runtime.protocol.controlplane import ControlPlaneClient
 from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target, runpod_target
 from flash_runtime.remote.client import RemoteClient
+from flash_runtime.testing.platform import InProcessPlatform
 
 APPS = Path(__file__).parent / "apps"
 

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS, free_port
+from conftest import APPS
+
+from flash_runtime.testing.net import free_port
 
 FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 RELOAD_BOUND_S = 5.0  # the bound: a saved change answers within this

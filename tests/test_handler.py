@@ -16,8 +16,8 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
-from jobserver import load_queue_resource
 
+from flash_runtime.testing.jobserver import load_queue_resource
 from flash_runtime.worker.handler import Handler, error_result, output_result
 
 pytestmark = pytest.mark.anyio

@@ -2,7 +2,7 @@
 
 Lower layer (what a worker runs, and what it shares): the SDK (``flash_runtime/__init__.py``,
 ``endpoint``, ``resources``, ``errors``), ``manifest``, ``bootstrap``, ``worker/``, ``remote/``,
-``protocol/``. Upper layer: ``pack/``, ``deploy/``, ``platform/``, ``devserver/`` and the CLI.
+``protocol/``. Upper layer: ``pack/``, ``deploy/``, ``platform/``, ``devserver/``, ``testing/`` and the CLI.
 Every import is checked, also those inside functions and under ``TYPE_CHECKING``: an import
 from the lower layer into the upper one fails this test (``pack/core.py`` vendors exactly the
 lower layer into artifacts for Runpod's images, so such an import would break workers there).
@@ -16,7 +16,7 @@ from pathlib import Path
 from flash_runtime.pack.core import CORE_MODULES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flash_runtime"
-UPPER = {"pack", "deploy", "platform", "devserver", "cli", "_terminal", "_entry"}
+UPPER = {"pack", "deploy", "platform", "devserver", "testing", "cli", "_terminal", "_entry"}
 LOWER = {name.removesuffix(".py") for name in CORE_MODULES if name != "py.typed"}
 
 

@@ -16,13 +16,13 @@ import aiohttp
 import msgspec
 import pytest
 import uvicorn
-from conftest import free_port
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
 from flash_runtime.errors import FlashError
 from flash_runtime.manifest import FunctionEntry, Manifest, Resource
+from flash_runtime.testing.net import free_port
 from flash_runtime.worker.arguments import ArgSpec
 from flash_runtime.worker.config import WorkerConfig
 from flash_runtime.worker.lb import LBWorker, max_body_bytes

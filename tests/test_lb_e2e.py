@@ -11,7 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import WorkerProcess, build_app, free_port, start_worker
+from conftest import build_app
+
+from flash_runtime.testing.net import free_port
+from flash_runtime.testing.workers import WorkerProcess, start_worker
 
 pytestmark = pytest.mark.anyio
 

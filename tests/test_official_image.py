@@ -1,7 +1,7 @@
 """Artifacts boot on Runpod's official Flash images unchanged (item 1 of the image work).
 
 Each test builds a real artifact for the default image target, starts it exactly as the
-published ``runpod/flash*`` images start a worker (``tests/official_image/``: their entry
+published ``runpod/flash*`` images start a worker (``flash_runtime/testing/official_image/``: their entry
 files, their package set with the reference SDK preinstalled, ``python handler.py`` or
 ``uvicorn lb_handler:app``), and calls it: load-balanced routes over HTTP, queue jobs through the
 official ``runpod`` worker protocol (``tests/jobserver.py`` checks every request). The entry
@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS, WorkerProcess, free_port
-from jobserver import JobServer
-from officialimage import OfficialImage, environment
+from conftest import APPS
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
+from flash_runtime.testing.jobserver import JobServer
+from flash_runtime.testing.net import free_port
+from flash_runtime.testing.official import OfficialImage, environment
+from flash_runtime.testing.workers import WorkerProcess
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import runpod
 from conftest import build_app
 
 from flash_runtime.platform.model import EndpointSpec
-from flash_runtime.platform.testing import InProcessPlatform
+from flash_runtime.testing.platform import InProcessPlatform
 
 T = TypeVar("T")
 

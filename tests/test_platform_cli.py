@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 import runpod
 from click.testing import CliRunner
-from conftest import build_app, free_port
+from conftest import build_app
 
 from flash_runtime.cli import main as flash
 from flash_runtime.platform import db, process
 from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.platform.runtime import save_endpoint
 from flash_runtime.protocol.local import PlatformConfig
+from flash_runtime.testing.net import free_port
 
 SLOW = "restart0000001"
 

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from flash_runtime.platform.model import EndpointSpec
-from flash_runtime.platform.testing import FAST, InProcessPlatform
+from flash_runtime.testing.platform import FAST, InProcessPlatform
 
 EP = "protoep0000001"
 FORM = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}

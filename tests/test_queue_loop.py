@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from jobserver import JobServer, load_queue_resource, pinged_ids
 
 from flash_runtime.errors import FlashError
+from flash_runtime.testing.jobserver import JobServer, load_queue_resource, pinged_ids
 from flash_runtime.worker.config import WorkerConfig
 from flash_runtime.worker.handler import Handler
 from flash_runtime.worker.job_loop import EMPTY_CAP, JobLoop, JobURLs, Pacer, backoff

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WorkerProcess, build_app, start_worker
-from jobserver import JobServer
+from conftest import build_app
+
+from flash_runtime.testing.jobserver import JobServer
+from flash_runtime.testing.workers import WorkerProcess, start_worker
 
 LOOPS = ["flash", "runpod"]
 OFFICIAL_LOOP_KNOBS = {"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true"}

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import free_port
 from test_deploy_operations import check_request, schemas
 
 from flash_runtime import ConfigurationError, Endpoint, RemoteCallError
@@ -29,6 +28,7 @@ from flash_runtime.pack.assemble import makes_remote_calls
 from flash_runtime.pack.discover import Discovered, Function
 from flash_runtime.remote import client as client_mod
 from flash_runtime.remote.client import RemoteClient, arguments
+from flash_runtime.testing.net import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -17,8 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import build_app, free_port
-from jobserver import JobServer
+from conftest import build_app
+
+from flash_runtime.testing.jobserver import JobServer
+from flash_runtime.testing.net import free_port
 
 FORBIDDEN_PACKAGES = ("pack", "deploy", "platform", "devserver", "cli", "_terminal", "_entry")
 FORBIDDEN_LIBRARIES = (

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APPS, free_port
-from jobserver import JobServer
+from conftest import APPS
 from test_official_image import http
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
+from flash_runtime.testing.jobserver import JobServer
+from flash_runtime.testing.net import free_port
 
 REPOSITORY = "registry.example/flash"  # any: the packer only needs to know it is our images
 

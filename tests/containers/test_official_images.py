@@ -1,6 +1,6 @@
 """Artifacts built for Runpod's images boot in a container of the official image contract.
 
-``FLASH_TEST_OFFICIAL_IMAGES`` names images built from ``tests/official_image/Dockerfile``
+``FLASH_TEST_OFFICIAL_IMAGES`` names images built from ``flash_runtime/testing/official_image/Dockerfile``
 (``NAME=PYTHON``): the images' package set with the reference SDK, their entry files in
 ``/app``, their commands. ``scripts/test-images`` builds one on Debian trixie, so this is the
 Python 3.13 official-image path (``tests/test_official_image.py`` runs 3.11 as processes).
@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import APPS, free_port
-from jobserver import JobServer
+from conftest import APPS
 from test_containers import Containers, runpod_env, wait_ping
 from test_official_image import http
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
+from flash_runtime.testing.jobserver import JobServer
+from flash_runtime.testing.net import free_port
 
 
 def official_images() -> list[tuple[str, str]]:

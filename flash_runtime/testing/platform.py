@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..platform.model import EndpointSpec
+from ..platform.runtime import PlatformRuntime
+from ..platform.server import PlatformServer, bind, build_app, uvicorn_config
+from ..platform.settings import RuntimeSettings
 from ..protocol.local import PlatformConfig
-from .model import EndpointSpec
-from .runtime import PlatformRuntime
-from .server import PlatformServer, bind, build_app, uvicorn_config
-from .settings import RuntimeSettings
 
 T = TypeVar("T")
 

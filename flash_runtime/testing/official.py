@@ -1,4 +1,4 @@
-"""Booting artifacts the way Runpod's official Flash images do (``tests/official_image/``).
+"""Booting artifacts the way Runpod's official Flash images do (``official_image/`` beside this module).
 
 :func:`environment` makes (once, cached under ``build/``) a virtual environment holding the
 images' package set; :class:`OfficialImage` lays out an image's app directory and starts its
@@ -14,10 +14,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import WorkerProcess
+from .workers import WorkerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 ENTRIES = Path(__file__).parent / "official_image"
+
+
+def cache_root() -> Path:
+    """Where environments are kept: ``FLASH_TESTING_CACHE``, else ``build/`` of the checkout
+    (the current directory's when flash_runtime is installed from elsewhere)."""
+    configured = os.environ.get("FLASH_TESTING_CACHE")
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parents[2]
+    base = checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+    return base / "build"
+
+
 # What runpod-workers/flash's pyproject.toml installs into every image (runpod-flash at the
 # version our benchmarks compare against).
 PACKAGES = [
@@ -37,7 +49,7 @@ PACKAGES = [
 def environment(python: str = sys.executable) -> Path:
     """The official images' Python environment (its interpreter's path)."""
     key = hashlib.sha256(repr((PACKAGES, python)).encode()).hexdigest()[:12]
-    venv = ROOT / "build" / f"official-image-{key}"
+    venv = cache_root() / f"official-image-{key}"
     interpreter = venv / "bin" / "python"
     if (venv / ".complete").is_file():
         return interpreter
