@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated FLASH_HOME per session, and workers stopped after each test.
+"""Shared fixtures: an isolated FLASH_HOME per session, the control plane over HTTP, and workers
+stopped after each test.
 
 The helpers themselves live in :mod:`flash_runtime.testing`; ``build_app`` here builds a fixture
 app of ``tests/apps/`` by name.
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import ControlPlaneServer, serve_control_plane
 
 from flash_runtime.testing import workers as _workers
 from flash_runtime.testing.workers import WorkerProcess
@@ -29,6 +31,13 @@ def _isolated_flash_home(
 def build_app(name: str, dest: Path) -> Path:
     """Copy fixture app ``tests/apps/<name>`` to ``dest`` and build it (no dependencies)."""
     return _workers.build_app(APPS / name, dest)
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlaneServer]:
+    """The control plane over real HTTP on a free port, driving a recording runtime."""
+    with serve_control_plane(tmp_path, monkeypatch) as served:
+        yield served
 
 
 @pytest.fixture

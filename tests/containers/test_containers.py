@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import APPS
-from test_official_image import http
+from support import Containers, http, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -44,38 +42,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
-class Containers:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def run(
-        self, image: str, artifact: Path, env: dict[str, str], command: list[str] | None = None
-    ) -> str:
-        command_args = command
-        name = f"flash-test-{uuid.uuid4().hex[:10]}"
-        command = ["docker", "run", "-d", "--name", name, "--network", "host"]
-        command += ["-v", f"{artifact}:/root/.runpod/artifact.tar.gz:ro"]
-        for key, value in env.items():
-            command += ["-e", f"{key}={value}"]
-        subprocess.run([*command, image, *(command_args or [])], check=True, capture_output=True)
-        self.names.append(name)
-        return name
-
-    def logs(self, name: str) -> str:
-        out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
-        return out.stdout + out.stderr
-
-    def running(self, name: str) -> bool:
-        out = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
-        )
-        return out.stdout.strip() == "true"
-
-    def close(self) -> None:
-        for name in self.names:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-
-
 @pytest.fixture
 def containers() -> Iterator[Containers]:
     c = Containers()
@@ -95,29 +61,6 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, python: str) -> dict[str
     assert numpy_app.core_bytes == 0 and template.core_bytes == 0
     assert "numpy" in numpy_app.left_out  # our CPU image has numpy
     return {"template": template.artifact, "numpy": numpy_app.artifact}
-
-
-def runpod_env(resource: str, kind: str) -> dict[str, str]:
-    return {
-        "FLASH_RESOURCE_NAME": resource,
-        "FLASH_ENDPOINT_TYPE": kind,
-        "RUNPOD_ENDPOINT_ID": "ep-container",
-        "RUNPOD_POD_ID": f"pod-{uuid.uuid4().hex[:6]}",
-    }
-
-
-def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if http(f"{url}/ping", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        if not containers.running(name):
-            pytest.fail(f"container {name} exited:\n{containers.logs(name)}")
-        time.sleep(0.1)
-    pytest.fail(f"no 200 from {url}/ping:\n{containers.logs(name)}")
 
 
 def test_lb_containers_serve_the_template_and_numpy(

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import APPS
-from test_containers import Containers, runpod_env, wait_ping
-from test_official_image import http
+from support import Containers, http, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_controlplane import ControlPlaneServer, control_plane_fixture  # noqa: F401
-from test_deploy_operations import check_request, schemas
+from conftest import APPS
+from support import ControlPlaneServer, check_request, schemas
 
 from flash_runtime import manifest as manifest_mod
 from flash_runtime.cli import main
@@ -23,8 +23,6 @@ from flash_runtime.deploy.target import resolve
 from flash_runtime.errors import FlashError
 from flash_runtime.protocol.controlplane import ControlPlaneClient
 from flash_runtime.protocol.target import default_platform
-
-APPS = Path(__file__).parent / "apps"
 
 
 @pytest.fixture(autouse=True)

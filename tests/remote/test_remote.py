@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_deploy_operations import check_request, schemas
+from support import check_request, schemas
 
 from flash_runtime import ConfigurationError, Endpoint, RemoteCallError
 from flash_runtime.endpoint import RemoteClass, endpoint_of, unwrap

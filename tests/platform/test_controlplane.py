@@ -8,123 +8,26 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
-import uvicorn
-from starlette.applications import Starlette
+from support import ControlPlaneServer, RecordingRuntime
 
-from flash_runtime.deploy.target import local_target
 from flash_runtime.platform import controlplane
 from flash_runtime.platform.db import connect
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.protocol.controlplane import (
     AuthenticationError,
     ControlPlaneClient,
     GraphQLRequestError,
     UnreachableError,
 )
-from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RecordingRuntime:
-    """Records what the control plane asks to run. Like the platform's runtime, it gives each
-    load-balanced endpoint a port of its own (``first_port`` onwards); ``failing`` names
-    endpoints whose apply raises."""
-
-    base_url: str
-    first_port: int = 41000
-    live: dict[str, EndpointSpec] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
-    applied: list[EndpointSpec] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    failing: set[str] = field(default_factory=set)
-
-    async def apply(self, spec: EndpointSpec) -> str:
-        if spec.name in self.failing:
-            raise RuntimeError("worker image missing")
-        self.applied.append(spec)
-        self.live[spec.id] = spec
-        if spec.type == "lb":
-            self.ports.setdefault(spec.id, self.first_port + len(self.ports))
-        return self.url_of(spec.id) or ""
-
-    async def remove(self, endpoint_id: str) -> None:
-        self.removed.append(endpoint_id)
-        self.live.pop(endpoint_id, None)
-
-    def url_of(self, endpoint_id: str) -> str | None:
-        spec = self.live.get(endpoint_id)
-        if spec is None:
-            return None
-        if spec.type == "lb":
-            return f"http://127.0.0.1:{self.ports[endpoint_id]}"
-        return f"{self.base_url}/v2/{spec.id}"
-
-
-@dataclass
-class ControlPlaneServer:
-    """The control plane served on a free loopback port, with the runtime it drives."""
-
-    config: PlatformConfig
-    runtime: RecordingRuntime
-    target: Target
-
-    def call(self, operation: Callable[..., Awaitable[T]]) -> T:
-        async def run() -> T:
-            async with ControlPlaneClient(self.target) as client:
-                return await operation(client)
-
-        return asyncio.run(run())
-
-
-@pytest.fixture(name="control_plane")
-def control_plane_fixture(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ControlPlaneServer]:
-    home = tmp_path / "flash_home"
-    monkeypatch.setenv("FLASH_HOME", str(home))
-    monkeypatch.setenv("FLASH_PLATFORM_URL", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
-    config = PlatformConfig.load()
-    runtime = RecordingRuntime(config.url)
-    db = connect(config.db_path)
-    app = Starlette(routes=controlplane.routes(db, runtime, config))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield ControlPlaneServer(config, runtime, local_target())
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        db.close()
+from flash_runtime.testing.net import free_port
 
 
 def manifest_for(

@@ -16,10 +16,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import APPS
 
 from flash_runtime.pack import BuildError, build
-
-APPS = Path(__file__).parent / "apps"
 
 
 @pytest.fixture(autouse=True)

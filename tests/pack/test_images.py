@@ -20,7 +20,7 @@ import pytest
 
 from flash_runtime.pack import images
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

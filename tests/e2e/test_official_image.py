@@ -10,17 +10,14 @@ files hand the process over to flash_runtime's own worker, vendored in the artif
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import APPS
+from support import http
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -56,17 +53,6 @@ def started() -> Iterator[list[WorkerProcess]]:
     yield workers
     for worker in workers:
         worker.stop()
-
-
-def http(url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def wait_ready(worker: WorkerProcess, timeout: float = 30) -> None:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import APPS
 
 from flash_runtime import manifest as manifest_mod
 from flash_runtime.pack import BuildError, BuildResult, InitError, build, init_project
 from flash_runtime.pack.cli import build_command, init_command
 from flash_runtime.pack.files import BUILTIN_IGNORES
-
-APPS = Path(__file__).parent / "apps"
 
 
 def copy_app(name: str, dest: Path) -> Path:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_deploy_e2e import request
+from conftest import APPS
+from support import request
 
 from flash_runtime import RemoteCallError
 from flash_runtime.deploy.deployer import DeployResult, deploy
@@ -32,8 +33,6 @@ from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target, runpod_target
 from flash_runtime.remote.client import RemoteClient
 from flash_runtime.testing.platform import InProcessPlatform
-
-APPS = Path(__file__).parent / "apps"
 
 
 @dataclass

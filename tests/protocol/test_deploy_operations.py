@@ -4,46 +4,19 @@ are the variables the deployer sends with them."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 from graphql import (
-    GraphQLSchema,
     OperationDefinitionNode,
-    build_schema,
     parse,
     validate,
 )
-from graphql.execution.values import get_variable_values
+from support import check_request, schemas
 
 from flash_runtime import manifest as manifest_mod
 from flash_runtime.deploy.deployer import endpoint_input
-from flash_runtime.platform.controlplane import SCHEMA_PATH
 from flash_runtime.protocol import operations
-
-RUNPOD_SCHEMA_PATH = Path(__file__).with_name("runpod_schema.graphql")
-
-
-@cache
-def schemas() -> dict[str, GraphQLSchema]:
-    return {
-        "runpod": build_schema(RUNPOD_SCHEMA_PATH.read_text()),
-        "local": build_schema(SCHEMA_PATH.read_text()),
-    }
-
-
-def check_request(schema: GraphQLSchema, document: str, variables: dict[str, Any]) -> None:
-    """Fails unless ``document`` validates against ``schema`` and ``variables`` coerce to its
-    variable definitions (input types, their fields, nullability)."""
-    ast = parse(document)
-    errors = validate(schema, ast)
-    assert not errors, [e.message for e in errors]
-    (operation,) = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
-    coerced = get_variable_values(schema, operation.variable_definitions or [], variables)
-    # A list of errors when the variables do not fit (graphql-core 3.2 and 3.3 alike).
-    assert not isinstance(coerced, list), [e.message for e in coerced]
 
 
 @pytest.mark.parametrize("schema_name", ["runpod", "local"])

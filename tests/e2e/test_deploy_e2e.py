@@ -11,8 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +18,11 @@ from typing import Any
 
 import pytest
 import runpod
-from test_controlplane import free_port
+from conftest import APPS
+from support import request
 
-APPS = Path(__file__).parent / "apps"
+from flash_runtime.testing.net import free_port
+
 FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 
@@ -77,21 +77,6 @@ def project(tmp_path: Path, name: str = "shop") -> Path:
     target = tmp_path / name
     shutil.copytree(APPS / "deploy_shop", target)
     return target
-
-
-def request(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
 
 
 def eventually(check: Callable[..., Any], timeout: float = 60) -> Any:

@@ -1,0 +1,230 @@
+"""Helpers several test modules share (test modules never import each other).
+
+* :func:`serve_control_plane` and :class:`ControlPlaneServer`: the control plane over real HTTP,
+  driving a :class:`RecordingRuntime` (the ``control_plane`` fixture in ``conftest.py``);
+* :func:`schemas` and :func:`check_request`: every GraphQL document the project sends is checked
+  against Runpod's API (``runpod_schema.graphql``) and our own control plane's SDL;
+* :func:`request` and :func:`http`: small JSON calls over HTTP (with and without a key);
+* :class:`Containers`, :func:`runpod_env`, :func:`wait_ping`: worker containers for
+  ``tests/containers/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import uvicorn
+from graphql import GraphQLSchema, OperationDefinitionNode, build_schema, parse, validate
+from graphql.execution.values import get_variable_values
+from starlette.applications import Starlette
+
+from flash_runtime.deploy.target import local_target
+from flash_runtime.platform import controlplane
+from flash_runtime.platform.controlplane import SCHEMA_PATH
+from flash_runtime.platform.db import connect
+from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.protocol.controlplane import ControlPlaneClient
+from flash_runtime.protocol.local import PlatformConfig
+from flash_runtime.protocol.target import Target
+from flash_runtime.testing.net import free_port
+
+T = TypeVar("T")
+
+
+@dataclass
+class RecordingRuntime:
+    """Records what the control plane asks to run. Like the platform's runtime, it gives each
+    load-balanced endpoint a port of its own (``first_port`` onwards); ``failing`` names
+    endpoints whose apply raises."""
+
+    base_url: str
+    first_port: int = 41000
+    live: dict[str, EndpointSpec] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    applied: list[EndpointSpec] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+
+    async def apply(self, spec: EndpointSpec) -> str:
+        if spec.name in self.failing:
+            raise RuntimeError("worker image missing")
+        self.applied.append(spec)
+        self.live[spec.id] = spec
+        if spec.type == "lb":
+            self.ports.setdefault(spec.id, self.first_port + len(self.ports))
+        return self.url_of(spec.id) or ""
+
+    async def remove(self, endpoint_id: str) -> None:
+        self.removed.append(endpoint_id)
+        self.live.pop(endpoint_id, None)
+
+    def url_of(self, endpoint_id: str) -> str | None:
+        spec = self.live.get(endpoint_id)
+        if spec is None:
+            return None
+        if spec.type == "lb":
+            return f"http://127.0.0.1:{self.ports[endpoint_id]}"
+        return f"{self.base_url}/v2/{spec.id}"
+
+
+@dataclass
+class ControlPlaneServer:
+    """The control plane served on a free loopback port, with the runtime it drives."""
+
+    config: PlatformConfig
+    runtime: RecordingRuntime
+    target: Target
+
+    def call(self, operation: Callable[..., Awaitable[T]]) -> T:
+        async def run() -> T:
+            async with ControlPlaneClient(self.target) as client:
+                return await operation(client)
+
+        return asyncio.run(run())
+
+
+@contextmanager
+def serve_control_plane(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ControlPlaneServer]:
+    home = tmp_path / "flash_home"
+    monkeypatch.setenv("FLASH_HOME", str(home))
+    monkeypatch.setenv("FLASH_PLATFORM_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    config = PlatformConfig.load()
+    runtime = RecordingRuntime(config.url)
+    db = connect(config.db_path)
+    app = Starlette(routes=controlplane.routes(db, runtime, config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield ControlPlaneServer(config, runtime, local_target())
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        db.close()
+
+
+RUNPOD_SCHEMA_PATH = Path(__file__).with_name("runpod_schema.graphql")
+
+
+@cache
+def schemas() -> dict[str, GraphQLSchema]:
+    return {
+        "runpod": build_schema(RUNPOD_SCHEMA_PATH.read_text()),
+        "local": build_schema(SCHEMA_PATH.read_text()),
+    }
+
+
+def check_request(schema: GraphQLSchema, document: str, variables: dict[str, Any]) -> None:
+    """Fails unless ``document`` validates against ``schema`` and ``variables`` coerce to its
+    variable definitions (input types, their fields, nullability)."""
+    ast = parse(document)
+    errors = validate(schema, ast)
+    assert not errors, [e.message for e in errors]
+    (operation,) = [d for d in ast.definitions if isinstance(d, OperationDefinitionNode)]
+    coerced = get_variable_values(schema, operation.variable_definitions or [], variables)
+    # A list of errors when the variables do not fit (graphql-core 3.2 and 3.3 alike).
+    assert not isinstance(coerced, list), [e.message for e in coerced]
+
+
+def request(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def http(url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class Containers:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def run(
+        self, image: str, artifact: Path, env: dict[str, str], command: list[str] | None = None
+    ) -> str:
+        command_args = command
+        name = f"flash-test-{uuid.uuid4().hex[:10]}"
+        command = ["docker", "run", "-d", "--name", name, "--network", "host"]
+        command += ["-v", f"{artifact}:/root/.runpod/artifact.tar.gz:ro"]
+        for key, value in env.items():
+            command += ["-e", f"{key}={value}"]
+        subprocess.run([*command, image, *(command_args or [])], check=True, capture_output=True)
+        self.names.append(name)
+        return name
+
+    def logs(self, name: str) -> str:
+        out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+    def running(self, name: str) -> bool:
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
+        )
+        return out.stdout.strip() == "true"
+
+    def close(self) -> None:
+        for name in self.names:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def runpod_env(resource: str, kind: str) -> dict[str, str]:
+    return {
+        "FLASH_RESOURCE_NAME": resource,
+        "FLASH_ENDPOINT_TYPE": kind,
+        "RUNPOD_ENDPOINT_ID": "ep-container",
+        "RUNPOD_POD_ID": f"pod-{uuid.uuid4().hex[:6]}",
+    }
+
+
+def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http(f"{url}/ping", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if not containers.running(name):
+            pytest.fail(f"container {name} exited:\n{containers.logs(name)}")
+        time.sleep(0.1)
+    pytest.fail(f"no 200 from {url}/ping:\n{containers.logs(name)}")
