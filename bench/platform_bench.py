@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from flash_runtime.platform import db, process  # noqa: E402
 from flash_runtime.platform.model import EndpointSpec  # noqa: E402
-from flash_runtime.platform.runtime import save_endpoint  # noqa: E402
+from flash_runtime.platform.storage import save_endpoint  # noqa: E402
 from flash_runtime.protocol.local import PlatformConfig  # noqa: E402
 from flash_runtime.testing.net import free_port  # noqa: E402
 from flash_runtime.testing.workers import build_app  # noqa: E402

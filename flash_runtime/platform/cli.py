@@ -130,7 +130,7 @@ def collect_status(config: PlatformConfig) -> dict[str, Any]:
 
 
 def _saved_endpoints(config: PlatformConfig) -> list[Any]:
-    from .runtime import load_endpoints
+    from .storage import load_endpoints
 
     if not config.db_path.exists():
         return []

@@ -32,7 +32,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -48,73 +47,14 @@ from .jobs import Job, JobStore
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 from .state import EndpointState
+from .storage import SCHEMA, generation_of, load_endpoints, save_endpoint
 from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState, log_tail
 
 log = logging.getLogger("flash_runtime.platform")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runtime_endpoints (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    spec BLOB NOT NULL,     -- JSON of EndpointSpec
-    lb_port INTEGER,        -- load-balanced endpoints keep their port (and URL) across restarts
-    updated_at REAL NOT NULL
-);
-"""
-
 # A worker that was ready this long before it crashed restarts without accumulated backoff.
 STABLE_AFTER_S = 10.0
 HOUSEKEEPING_EVERY_S = 5.0
-
-
-def spec_to_json(spec: EndpointSpec) -> bytes:
-    data = dataclasses.asdict(spec)
-    data["artifact_path"] = str(spec.artifact_path)
-    return orjson.dumps(data)
-
-
-def spec_from_json(raw: bytes | str) -> EndpointSpec:
-    data = orjson.loads(raw)
-    known = {f.name for f in dataclasses.fields(EndpointSpec)}
-    data = {k: v for k, v in data.items() if k in known}
-    data["artifact_path"] = Path(data["artifact_path"])
-    return EndpointSpec(**data)
-
-
-def save_endpoint(conn: sqlite3.Connection, spec: EndpointSpec, lb_port: int | None = None) -> None:
-    """Record an endpoint for the runtime to run (the runtime's own table)."""
-    conn.executescript(SCHEMA)
-    conn.execute(
-        "INSERT INTO runtime_endpoints (id, name, spec, lb_port, updated_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-        " spec = excluded.spec, lb_port = coalesce(excluded.lb_port, lb_port),"
-        " updated_at = excluded.updated_at",
-        (spec.id, spec.name, spec_to_json(spec), lb_port, time.time()),
-    )
-
-
-def load_endpoints(conn: sqlite3.Connection) -> list[tuple[EndpointSpec, int | None]]:
-    """The endpoints the runtime runs, with their load balancer ports."""
-    conn.executescript(SCHEMA)
-    return [
-        (spec_from_json(row["spec"]), row["lb_port"])
-        for row in conn.execute("SELECT spec, lb_port FROM runtime_endpoints ORDER BY id")
-    ]
-
-
-def generation_of(spec: EndpointSpec) -> str:
-    """What a worker runs: workers of another generation must be replaced (rolling update)."""
-    key = orjson.dumps(
-        [
-            str(spec.artifact_path),
-            spec.build_id,
-            spec.resource_name,
-            spec.type,
-            spec.python_version,
-            sorted(spec.env.items()),
-        ]
-    )
-    return hashlib.sha256(key).hexdigest()[:12]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -55,7 +55,7 @@ class Worker:
 
     id: str
     endpoint_id: str
-    generation: str  # which version of the endpoint's spec it runs (see runtime.generation_of)
+    generation: str  # which version of the endpoint's spec it runs (see storage.generation_of)
     log_path: Path | None = None
     port: int | None = None  # load-balanced workers' HTTP port
     proc: asyncio.subprocess.Process | None = None

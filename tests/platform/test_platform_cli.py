@@ -19,7 +19,7 @@ from conftest import build_app
 from flash_runtime.cli import main as flash
 from flash_runtime.platform import db, process
 from flash_runtime.platform.model import EndpointSpec
-from flash_runtime.platform.runtime import save_endpoint
+from flash_runtime.platform.storage import save_endpoint
 from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.testing.net import free_port
 
