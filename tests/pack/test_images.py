@@ -130,7 +130,12 @@ def test_dockerfile_installs_what_the_packer_leaves_out(kind: str) -> None:
     assert source_of(dockerfile, "/opt/flash/images/packages.txt") == ["${IMAGE_PACKAGES}"]
     installs = pip_installs(dockerfile)
     assert ["$@", "-r", "/opt/flash/images/packages.txt"] in installs
-    assert ["$@", "/opt/flash/src"] in installs  # no [cli] extra: the worker core only
+    # The worker core at the locked versions, then the project without extras (no CLI).
+    assert ["$@", "-r", "/opt/flash/src/requirements/worker.lock"] in installs
+    assert source_of(dockerfile, "/opt/flash/src/requirements/worker.lock") == [
+        "requirements/worker.lock"
+    ]
+    assert ["$@", "--no-deps", "/opt/flash/src"] in installs
     assert source_of(dockerfile, "/opt/flash/src/flash_runtime") == ["flash_runtime"]
     assert source_of(dockerfile, "/opt/flash/src/runpod_flash") == ["runpod_flash"]
     assert versions_in(ROOT / f"images/{kind}.txt") == images.FLASH_IMAGE_PACKAGES[kind]
@@ -144,8 +149,8 @@ def test_dockerfile_takes_a_base_image_and_a_wheelhouse(kind: str) -> None:
     assert source_of(dockerfile, "/opt/flash/wheelhouse") == ["${WHEELHOUSE:-images}"]
     # Every pip install takes the wheelhouse's --no-index --find-links when one is given.
     text = (ROOT / f"Dockerfile.{kind}").read_text()
-    assert text.count('pip install "$@"') == 2
-    assert text.count("set -- --no-index --find-links /opt/flash/wheelhouse") == 2
+    assert text.count('pip install "$@"') == 3
+    assert text.count("set -- --no-index --find-links /opt/flash/wheelhouse") == 2  # per RUN
 
 
 def test_packer_knows_flash_runtimes_declared_dependencies() -> None:
@@ -215,3 +220,32 @@ def test_default_image_names_are_the_ones_the_dockerfiles_document() -> None:
         assert official.image(gpu=gpu, load_balanced=lb, python_version="3.12") == (
             f"runpod/{name}:py3.12-latest"
         )
+
+
+def locked(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+        if "==" in line:
+            name, _, version = line.partition("==")
+            out[images.normalize(name.strip())] = version.strip()
+    return out
+
+
+def test_the_locks_cover_pyprojects_dependencies() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    core = {images.requirement_name(d) for d in project["dependencies"]}
+    worker = locked(ROOT / "requirements" / "worker.lock")
+    assert core <= set(worker), f"requirements/worker.lock lacks {core - set(worker)}"
+    extras = project["optional-dependencies"]
+    wanted = core | {
+        images.requirement_name(d)
+        for extra in ("cli", "runpod", "dev")
+        for d in extras[extra]
+        if not d.startswith("flash-runtime")
+    }
+    dev = locked(ROOT / "requirements" / "dev.lock")
+    assert wanted <= set(dev), f"requirements/dev.lock lacks {wanted - set(dev)}"
+    # The two agree on every package they share.
+    assert {n: v for n, v in worker.items() if n in dev} == {n: dev[n] for n in worker if n in dev}
