@@ -13,7 +13,7 @@ manifest's ``image_target``):
   the user under a repository of their own (``FLASH_IMAGE_REPOSITORY`` or
   ``--image-repository``; the image names are ``<repository>/flash-cpu:py3.12-latest`` and so
   on). They hold flash_runtime's worker core (its declared dependencies) and
-  ``images/<kind>.txt``, which :data:`FLASH_IMAGE_PACKAGES` copies; ``tests/test_images.py``
+  ``images/<kind>.txt``, which :data:`FLASH_IMAGE_PACKAGES` copies; ``tests/pack/test_images.py``
   fails when the two disagree.
 
 An endpoint with ``Endpoint(image=...)`` runs on an image of the user's whose contents the packer

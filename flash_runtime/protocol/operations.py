@@ -2,7 +2,7 @@
 
 Operation names, variables and selected fields are those of Runpod's Flash API, so each document
 runs unchanged against ``https://api.runpod.io/graphql`` and against the local platform's control
-plane (``flash_runtime/platform/schema.graphql``). ``tests/test_deploy_operations.py`` validates
+plane (``flash_runtime/platform/schema.graphql``). ``tests/protocol/test_deploy_operations.py`` validates
 every document here against both that schema and ``tests/runpod_schema.graphql``.
 
 This module is plain strings and imports nothing, so workers can use it for discovery cheaply.

@@ -87,7 +87,7 @@ def names(artifact: Path) -> set[str]:
 @pytest.fixture(autouse=True)
 def _our_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests are about installing and caching, on flash_runtime's own images (whose package
-    set, numpy included, the packer knows with versions); tests/test_official_image.py covers
+    set, numpy included, the packer knows with versions); tests/e2e/test_official_image.py covers
     Runpod's official images."""
     monkeypatch.setenv("FLASH_IMAGE_REPOSITORY", "registry.example/flash")
 
