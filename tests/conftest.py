@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ControlPlaneServer, serve_control_plane
+from support import Containers, ControlPlaneServer, serve_control_plane
 
 from flash_runtime.testing import workers as _workers
 from flash_runtime.testing.workers import WorkerProcess
@@ -38,6 +38,14 @@ def control_plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     """The control plane over real HTTP on a free port, driving a recording runtime."""
     with serve_control_plane(tmp_path, monkeypatch) as served:
         yield served
+
+
+@pytest.fixture
+def containers() -> Iterator[Containers]:
+    """Worker containers, removed at the end of the test."""
+    started = Containers()
+    yield started
+    started.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import threading
 import time
@@ -228,3 +229,16 @@ def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) 
             pytest.fail(f"container {name} exited:\n{containers.logs(name)}")
         time.sleep(0.1)
     pytest.fail(f"no 200 from {url}/ping:\n{containers.logs(name)}")
+
+
+def images_from(variable: str) -> list[tuple[str, str]]:
+    """``(image, python)`` pairs named in ``variable`` (``NAME=PYTHON``, space-separated), which
+    ``scripts/test-images`` sets after building them; a failure (never a skip) when unset."""
+    raw = os.environ.get(variable, "").split()
+    if not raw:
+        pytest.fail(f"{variable} is not set: run scripts/test-images, which builds the images")
+    pairs = []
+    for item in raw:
+        name, _, python = item.partition("=")
+        pairs.append((name, python))
+    return pairs

@@ -86,9 +86,13 @@ def handover_env(
 def hand_over(resource: str, endpoint_type: str, app_dir: str, core_dir: str) -> None:
     """Replace this process with flash_runtime's worker for ``resource``; never returns."""
     env = handover_env(resource, endpoint_type, app_dir, core_dir, env=os.environ, argv=sys.argv)
+    if endpoint_type == "lb":
+        where = f"load-balanced on {env.get('FLASH_HOST', '0.0.0.0')}:{env.get('PORT', '80')}"
+    else:
+        where = "queue-based"
     print(
         f"flash_runtime: the image's entry loaded {resource!r}; handing the worker over to "
-        f"flash_runtime ({'load-balanced on ' + env['FLASH_HOST'] + ':' + env['PORT'] if endpoint_type == 'lb' and 'PORT' in env else 'queue-based'})",
+        f"flash_runtime ({where})",
         file=sys.stderr,
         flush=True,
     )

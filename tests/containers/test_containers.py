@@ -8,16 +8,14 @@ the environment a Runpod worker gets, host networking (all traffic on loopback).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import APPS
-from support import Containers, http, runpod_env, wait_ping
+from support import Containers, http, images_from, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -27,26 +25,12 @@ from flash_runtime.testing.net import free_port
 REPOSITORY = "registry.example/flash"  # any: the packer only needs to know it is our images
 
 
-def images() -> list[tuple[str, str]]:
-    raw = os.environ.get("FLASH_TEST_IMAGES", "").split()
-    if not raw:
-        pytest.fail("FLASH_TEST_IMAGES is not set: run scripts/test-images, which builds them")
-    return [tuple(item.split("=", 1)) for item in raw]  # type: ignore[misc]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "image" in metafunc.fixturenames:
-        pairs = images()
+        pairs = images_from("FLASH_TEST_IMAGES")
         metafunc.parametrize(
             ("image", "python"), pairs, ids=[name for name, _ in pairs], scope="module"
         )
-
-
-@pytest.fixture
-def containers() -> Iterator[Containers]:
-    c = Containers()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

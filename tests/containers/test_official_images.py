@@ -8,14 +8,12 @@ Python 3.13 official-image path (``tests/e2e/test_official_image.py`` runs 3.11 
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import APPS
-from support import Containers, http, runpod_env, wait_ping
+from support import Containers, http, images_from, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -23,26 +21,12 @@ from flash_runtime.testing.jobserver import JobServer
 from flash_runtime.testing.net import free_port
 
 
-def official_images() -> list[tuple[str, str]]:
-    raw = os.environ.get("FLASH_TEST_OFFICIAL_IMAGES", "").split()
-    if not raw:
-        pytest.fail("FLASH_TEST_OFFICIAL_IMAGES is not set: run scripts/test-images")
-    return [tuple(item.split("=", 1)) for item in raw]  # type: ignore[misc]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "official" in metafunc.fixturenames:
-        pairs = official_images()
+        pairs = images_from("FLASH_TEST_OFFICIAL_IMAGES")
         metafunc.parametrize(
             ("official", "python"), pairs, ids=[n for n, _ in pairs], scope="module"
         )
-
-
-@pytest.fixture
-def containers() -> Iterator[Containers]:
-    c = Containers()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")
