@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -21,9 +21,8 @@ import runpod
 from conftest import build_app
 
 from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.testing.net import wait_until
 from flash_runtime.testing.platform import InProcessPlatform
-
-T = TypeVar("T")
 
 ECHO = "echo0000000001"
 SLOW = "slow0000000001"
@@ -34,17 +33,6 @@ LB = "lbecho00000001"
 LB_NONE = "lbnone00000001"
 LB_BROKEN = "lbbroken000001"
 BROKEN = "broken00000001"
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "it") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def spec(id: str, resource: str, artifact: Path, **settings: Any) -> EndpointSpec:
@@ -115,7 +103,7 @@ def test_official_client_from_a_cold_start_to_scale_down(client: InProcessPlatfo
     assert health["workers"]["idle"] + health["workers"]["running"] == 1
 
     # idleTimeout is 2 s: the worker is drained and the endpoint is back at zero.
-    wait_for(lambda: not endpoint_status(client, ECHO)["workers"], what="scale-down")
+    wait_until(lambda: not endpoint_status(client, ECHO)["workers"], what="scale-down")
 
 
 def test_official_client_errors(client: InProcessPlatform, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,9 +116,9 @@ def test_official_client_errors(client: InProcessPlatform, monkeypatch: pytest.M
 
 
 def test_a_job_whose_worker_is_killed_is_finished_by_another(client: InProcessPlatform) -> None:
-    wait_for(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
+    wait_until(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
     job = runpod.Endpoint(SLOW).run({"seconds": 3, "tag": "kill"})
-    first = wait_for(
+    first = wait_until(
         lambda: (s := job._fetch_job()).get("status") == "IN_PROGRESS" and s["workerId"],
         what="the job to start",
     )
@@ -144,7 +132,7 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another(client: InProcessPl
     assert final["status"] == "COMPLETED" and final["workerId"] == output["worker"]
     assert runpod.Endpoint(SLOW).health()["jobs"]["retried"] >= 1
     # and the killed worker is replaced
-    wait_for(lambda: len(ready_workers(client, SLOW)) == 2, what="the replacement worker")
+    wait_until(lambda: len(ready_workers(client, SLOW)) == 2, what="the replacement worker")
 
 
 def _steps_logged(platform: InProcessPlatform, endpoint_id: str, tag: str) -> int:
@@ -152,26 +140,28 @@ def _steps_logged(platform: InProcessPlatform, endpoint_id: str, tag: str) -> in
     return sum(f.read_text().count(f"job {tag}: step") for f in logs.glob("*.log"))
 
 
+def _stop_logged(platform: InProcessPlatform, endpoint_id: str, job_id: str) -> bool:
+    """Whether a worker of the endpoint logged that it stopped the job (our job loop's line)."""
+    logs = platform.config.logs_dir / endpoint_id
+    return any(f"job {job_id} stopped" in f.read_text() for f in logs.glob("*.log"))
+
+
 def test_cancel_stops_a_running_job(client: InProcessPlatform) -> None:
     job = runpod.Endpoint(SLOW).run({"seconds": 5, "tag": "cancel"})
-    wait_for(lambda: _steps_logged(client, SLOW, "cancel") >= 2, what="the job to start")
+    wait_until(lambda: _steps_logged(client, SLOW, "cancel") >= 2, what="the job to start")
     assert job.cancel() == {"id": job.job_id, "status": "CANCELLED"}
     assert job.status() == "CANCELLED"
-    # The worker stopped the job: its progress stops well before its 50 steps.
-    time.sleep(1)
-    steps = _steps_logged(client, SLOW, "cancel")
-    time.sleep(0.5)
-    assert _steps_logged(client, SLOW, "cancel") == steps < 50
+    # The worker stopped the job (its task is gone), well before its 50 steps.
+    wait_until(lambda: _stop_logged(client, SLOW, job.job_id), what="the worker to stop the job")
+    assert _steps_logged(client, SLOW, "cancel") < 50
 
 
 def test_execution_timeout_stops_a_job(client: InProcessPlatform) -> None:
     job = runpod.Endpoint(LIMITED).run({"seconds": 5, "tag": "timeout"})  # executionTimeoutMs 1000
     assert job.output(timeout=60) is None
     assert job.status() == "TIMED_OUT"
-    time.sleep(1)
-    steps = _steps_logged(client, LIMITED, "timeout")
-    time.sleep(0.5)
-    assert _steps_logged(client, LIMITED, "timeout") == steps < 50
+    wait_until(lambda: _stop_logged(client, LIMITED, job.job_id), what="the worker to stop the job")
+    assert _steps_logged(client, LIMITED, "timeout") < 50
 
 
 def test_the_official_worker_loop_speaks_the_same_protocol(client: InProcessPlatform) -> None:
@@ -179,7 +169,7 @@ def test_the_official_worker_loop_speaks_the_same_protocol(client: InProcessPlat
     output = endpoint.run_sync({"seconds": 0.1, "tag": "official"}, timeout=60)
     assert output["tag"] == "official"
     job = endpoint.run({"seconds": 5, "tag": "official-cancel"})
-    wait_for(lambda: _steps_logged(client, OFFICIAL, "official-cancel") >= 2, what="the job")
+    wait_until(lambda: _steps_logged(client, OFFICIAL, "official-cancel") >= 2, what="the job")
     job.cancel()
     assert job.status() == "CANCELLED"
     time.sleep(1.5)
@@ -249,7 +239,7 @@ def test_load_balanced_requests_spread_over_workers(platform: InProcessPlatform)
     # scalerValue 1: more than one request in flight per worker adds a worker (max 2).
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(call, range(8)))
-    wait_for(lambda: len(ready_workers(platform, LB)) == 2, what="a second LB worker")
+    wait_until(lambda: len(ready_workers(platform, LB)) == 2, what="a second LB worker")
     with ThreadPoolExecutor(4) as pool:
         workers = set(pool.map(call, range(8)))
     assert len(workers) == 2
@@ -281,7 +271,7 @@ def test_a_worker_that_fails_to_boot_is_reported_with_its_log(client: InProcessP
         health = runpod.Endpoint(BROKEN).health()
         return health.get("lastError") if health["workers"]["unhealthy"] else None
 
-    error = wait_for(reported, what="the boot failure")
+    error = wait_until(reported, what="the boot failure")
     assert error["beforeReady"] is True
     assert Path(error["log"]).is_file()
     assert any("fails at import on purpose" in line for line in error["lastLines"])
@@ -291,13 +281,13 @@ def test_a_worker_that_fails_to_boot_is_reported_with_its_log(client: InProcessP
 def test_a_new_build_rolls_the_workers_without_losing_jobs(client: InProcessPlatform) -> None:
     assert client.runtime is not None
     current = client.runtime.endpoints[SLOW].spec
-    wait_for(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
+    wait_until(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
     old = {w["id"] for w in ready_workers(client, SLOW)}
     jobs = [runpod.Endpoint(SLOW).run({"seconds": 0.5, "tag": f"roll{i}"}) for i in range(6)]
     client.apply(replace(current, build_id="build2"))
     outputs = [job.output(timeout=60) for job in jobs]
     assert [o["tag"] for o in outputs] == [f"roll{i}" for i in range(6)]
-    wait_for(
+    wait_until(
         lambda: (
             len(ready_workers(client, SLOW)) == 2
             and not old & {w["id"] for w in endpoint_status(client, SLOW)["workers"]}
