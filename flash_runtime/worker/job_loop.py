@@ -63,7 +63,7 @@ import platform
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,9 +218,21 @@ def backoff(attempt: int) -> float:
 class JobLoop:
     """Takes jobs and runs them through a :class:`Handler`, ``handler.slots`` at a time."""
 
-    def __init__(self, protocol: JobURLs, handler: Handler) -> None:
+    def __init__(
+        self,
+        protocol: JobURLs,
+        handler: Handler,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` (seconds, monotonic; default: the event loop's) and ``sleep`` time every
+        poll, pause, retry and heartbeat: tests pass their own to run the pacing without
+        waiting."""
         self.protocol = protocol
         self.handler = handler
+        self._clock = clock
+        self._sleep = sleep
         self.slots = handler.slots
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._stopped: set[str] = set()  # jobs the server told us to stop
@@ -292,7 +304,7 @@ class JobLoop:
 
     async def _take_loop(self) -> None:
         pacer = Pacer()
-        clock = asyncio.get_running_loop().time
+        clock = self._clock or asyncio.get_running_loop().time
         while True:
             free = self.slots - len(self._jobs)
             if free <= 0:
@@ -313,7 +325,7 @@ class JobLoop:
                     self._start(job)
                 delay = pacer.answered(bool(jobs), clock() - started)
             if delay:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     async def _take(self, count: int) -> list[Any]:
         assert self._session is not None
@@ -415,7 +427,7 @@ class JobLoop:
         assert self._session is not None
         headers = {**RESULT_HEADERS, "X-Request-ID": job_id}
         timeout = aiohttp.ClientTimeout(total=POST_TIMEOUT)
-        clock = asyncio.get_running_loop().time
+        clock = self._clock or asyncio.get_running_loop().time
         deadline = clock() + DELIVERY_DEADLINE
         attempt = 0
         while True:
@@ -460,7 +472,7 @@ class JobLoop:
                 problem,
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     # -- stopping jobs ----------------------------------------------------------------------
 
@@ -473,7 +485,7 @@ class JobLoop:
             )
             return
         pacer = Pacer()
-        clock = asyncio.get_running_loop().time
+        clock = self._clock or asyncio.get_running_loop().time
         while True:
             started = clock()
             try:
@@ -488,7 +500,7 @@ class JobLoop:
                     self._stop_job(job_id)
                 delay = pacer.answered(bool(job_ids), clock() - started)
             if delay:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     async def _stop_signals(self, url: str) -> list[str]:
         assert self._session is not None
@@ -511,7 +523,7 @@ class JobLoop:
         task = self._jobs.get(job_id)
         if task is None:
             # Possibly a job whose job-take answer is still on its way: remember it a while.
-            now = time.monotonic()
+            now = (self._clock or asyncio.get_running_loop().time)()
             self._early_stops = {
                 k: t for k, t in self._early_stops.items() if now - t < EARLY_STOP_MEMORY
             }
@@ -549,7 +561,7 @@ class JobLoop:
                     log.warning("ping answered HTTP %d %s", response.status, response.reason)
             except (aiohttp.ClientError, TimeoutError) as err:
                 log.warning("ping failed: %s", _describe(err))
-            await asyncio.sleep(interval)
+            await self._sleep(interval)
 
 
 def _describe(err: BaseException) -> str:

@@ -23,7 +23,7 @@ from flash_runtime.errors import FlashError
 from flash_runtime.testing.jobserver import JobServer, load_queue_resource, pinged_ids
 from flash_runtime.worker.config import WorkerConfig
 from flash_runtime.worker.handler import Handler
-from flash_runtime.worker.job_loop import EMPTY_CAP, JobLoop, JobURLs, Pacer, backoff
+from flash_runtime.worker.job_loop import EMPTY_CAP, EMPTY_FLOOR, JobLoop, JobURLs, Pacer, backoff
 from flash_runtime.worker.queue import serve
 
 # -- the functions under test -----------------------------------------------------------------
@@ -352,3 +352,39 @@ def test_the_official_loop_without_runpod_says_what_to_install(
     config = WorkerConfig(queue_loop="runpod", webhook_get_job="http://127.0.0.1:9/job-take/$ID")
     with pytest.raises(FlashError, match=r"needs the runpod package.*flash-runtime\[runpod\]"):
         serve(config, loaded)
+
+
+def test_the_loops_pacing_runs_on_the_injected_clock_and_sleep() -> None:
+    """With a job server that answers every poll at once and empty, each of the loop's polls
+    (job-take and job-stop) pauses EMPTY_FLOOR, then twice that, up to EMPTY_CAP: on a clock
+    that stands still (every answer is instant) and a sleep that does not wait, so the test
+    spends no pacing time of its own."""
+    delays: list[float] = []
+
+    async def main() -> None:
+        with JobServer(hold=0.0) as jobs:  # held for no time: every job-take answers 204 at once
+            env = jobs.worker_env("pacer", ping_ms=3_600_000)
+            loaded = load_queue_resource(__name__, "greet")
+            loop: JobLoop
+
+            async def fake_sleep(seconds: float) -> None:
+                if seconds < 3000:  # the heartbeat's hour is not pacing
+                    delays.append(seconds)
+                    if len(delays) >= 16:
+                        loop.stop()
+                await asyncio.sleep(0)
+
+            loop = JobLoop(
+                JobURLs.from_config(WorkerConfig.from_env(env)),
+                Handler(loaded),
+                clock=lambda: 0.0,
+                sleep=fake_sleep,
+            )
+            async with asyncio.timeout(30):
+                await loop.run()
+
+    asyncio.run(main())
+    steps = [min(EMPTY_CAP, EMPTY_FLOOR * 2**i) for i in range(6)]  # 0.05 ... 1.0
+    assert set(delays) <= set(steps)
+    assert delays.count(EMPTY_FLOOR) == 2  # each poll starts at the floor once, never again
+    assert delays.count(EMPTY_CAP) >= 2  # and both reach the cap
