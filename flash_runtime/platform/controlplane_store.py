@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from .db import transaction as db_transaction
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flash_apps (
     id TEXT PRIMARY KEY,
@@ -100,14 +102,9 @@ class ControlPlaneStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic change (the connection is in autocommit mode otherwise)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        """One atomic change (:func:`.db.transaction`, taking the write lock at once)."""
+        with db_transaction(self.db, immediate=True):
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     # apps
 

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..protocol.wire import FINAL_STATUSES, JobStatus
+from . import db
 from .settings import RuntimeSettings
 
 SCHEMA = """
@@ -680,10 +681,5 @@ def _transaction(conn: sqlite3.Connection, *, enabled: bool = True) -> Iterator[
     if not enabled:
         yield
         return
-    conn.execute("BEGIN")
-    try:
+    with db.transaction(conn):
         yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
