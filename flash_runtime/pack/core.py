@@ -10,8 +10,9 @@ the artifact carries in :data:`VENDOR_DIR`:
   ``remote/``, ``protocol/``) and the ``runpod_flash`` alias, copied from the flash_runtime
   that builds the artifact, so the worker is the version the CLI was tested with;
 * the core's third-party packages the official images do not have (:data:`VENDORED`), installed
-  for the artifact's Python version and Linux x86_64 like any dependency. The images already
-  have aiohttp, uvicorn (with uvloop and httptools) and anyio.
+  for the artifact's Python version and Linux x86_64 like any dependency (offline, this
+  environment's own copies serve when it is such a machine), without their ``.dist-info``. The
+  images already have aiohttp, uvicorn (with uvloop and httptools) and anyio.
 
 The directory goes first on the worker's ``sys.path``, so our ``runpod_flash`` wins over the
 reference SDK the images preinstall. It is one gzip member of the artifact, cached per (Python
@@ -134,12 +135,22 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
     try:
         site = work / "site"
         site.mkdir(parents=True)
-        if not _copy_installed(site, python_version):
-            reqs = deps.Requirements(install=pins)
+        try:
             deps.run_installer(
-                reqs, work, site, python_version=python_version, no_deps=True, left_out={},
-                progress=progress,
+                deps.Requirements(install=pins), work, site, python_version=python_version,
+                no_deps=True, left_out={}, progress=progress,
             )  # fmt: skip
+        except BuildError:
+            # No index to install from (offline): this environment's own copies serve when it
+            # is the workers' kind of machine.
+            shutil.rmtree(site)
+            site.mkdir()
+            if not _copy_installed(site, python_version):
+                raise
+        # Installer bookkeeping (INSTALLER, RECORD, ...) differs by installer and machine and is
+        # never read by the worker: only the packages ship, so the bytes are the same anywhere.
+        for dist_info in site.glob("*.dist-info"):
+            shutil.rmtree(dist_info)
         shutil.rmtree(site / "bin", ignore_errors=True)
         (site / ".lock").unlink(missing_ok=True)
         entries = [tarball.Entry(rel, path=path, size=path.stat().st_size) for rel, path in sources]
@@ -170,9 +181,9 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
 def _copy_installed(site: Path, python_version: str) -> bool:
     """Copy :data:`VENDORED` from this environment when it is the workers' kind of machine.
 
-    The installed files are exactly what an install for this Python version on Linux x86_64
-    would give, so no download is needed (and a build works offline). False when this machine is
-    of another kind, or a distribution's files cannot all be found.
+    The fallback of an offline build: the installed files are what an install for this Python
+    version on Linux x86_64 gives, though possibly from another of the wheels published for it.
+    False when this machine is of another kind, or a distribution's files cannot all be found.
     """
     if (
         manifest_python() != python_version

@@ -71,7 +71,6 @@ FLASH_IMAGE_PACKAGES: dict[str, dict[str, str | None]] = {
     "cpu": {"torch": "2.7.1", "torchvision": "0.22.1", "torchaudio": "2.7.1", "numpy": "2.2.6"},
 }
 
-IMAGE_TARGETS = ("official", "flash")
 OFFICIAL_REPOSITORY = "runpod"
 REPOSITORY_ENV = "FLASH_IMAGE_REPOSITORY"
 

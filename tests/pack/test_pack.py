@@ -586,3 +586,24 @@ def test_an_entry_file_name_taken_by_the_project_is_an_error(tmp_path: Path) -> 
     )
     with pytest.raises(BuildError, match=r"handler_w\.py: flash build writes this file"):
         build(project, skip_deps=True)
+
+
+def test_the_worker_core_is_vendored_offline_from_this_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no index to install from, this environment's own msgspec, orjson, cachetools and
+    starlette are vendored (it is the workers' kind of machine); without their dist-info."""
+    monkeypatch.setenv("FLASH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLASH_INSTALLER", "pip")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    project = write_project(
+        tmp_path / "p",
+        {"w.py": "from runpod_flash import Endpoint\n\n@Endpoint(name='w')\ndef w(): ...\n"},
+    )
+    result = build(project, skip_deps=True)
+    names = set(members(result.artifact))
+    assert result.core_bytes > 0
+    for package in ("msgspec", "orjson", "cachetools", "starlette"):
+        assert f".flash-worker/{package}/__init__.py" in names
+    assert not any(".dist-info" in n for n in names if n.startswith(".flash-worker/"))
