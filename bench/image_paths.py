@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from flash_runtime.testing.official import ENTRIES, environment
+from flash_runtime.testing.official import OfficialImage, environment
 
 from .common import (
     PYTHON,
@@ -89,6 +89,10 @@ def main() -> None:
     def app_dir() -> Path:
         return Path(tempfile.mkdtemp(dir=work, prefix="app-"))
 
+    def official_app_dir() -> Path:
+        """A new app directory laid out as the official image's ``/app`` (its entry files)."""
+        return OfficialImage(interpreter, app_dir()).app_dir
+
     def lb(kind: str) -> Proc:
         port = free_port()
         base = {**runpod_env, "FLASH_RESOURCE_NAME": "lb_worker", "FLASH_ENDPOINT_TYPE": "lb"}
@@ -98,9 +102,7 @@ def main() -> None:
                               "FLASH_HOST": "127.0.0.1"})  # fmt: skip
             proc = spawn("direct-lb", [PYTHON, "-m", "flash_runtime.bootstrap"], env, logs)
         elif kind == "official":
-            here = app_dir()
-            for entry in ENTRIES.glob("*.py"):
-                shutil.copy(entry, here / entry.name)
+            here = official_app_dir()
             env = server_env({**base, "FLASH_BUILD_ARTIFACT_PATH": str(official_artifact)})
             cmd = [str(interpreter.parent / "uvicorn"), "lb_handler:app", "--host", "127.0.0.1",
                    "--port", str(port), "--timeout-keep-alive", "600"]  # fmt: skip
@@ -120,9 +122,7 @@ def main() -> None:
                               "FLASH_APP_DIR": str(app_dir())})  # fmt: skip
             proc = spawn("direct-qb", [PYTHON, "-m", "flash_runtime.bootstrap"], env, logs)
         elif kind == "official":
-            here = app_dir()
-            for entry in ENTRIES.glob("*.py"):
-                shutil.copy(entry, here / entry.name)
+            here = official_app_dir()
             env = server_env({**base, "FLASH_BUILD_ARTIFACT_PATH": str(official_artifact)})
             proc = spawn("official-qb", [str(interpreter), "handler.py"], env, logs, cwd=here)
         else:

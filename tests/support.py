@@ -12,13 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +38,8 @@ from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.protocol.controlplane import ControlPlaneClient
 from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target
-from flash_runtime.testing.net import free_port
+from flash_runtime.protocol.wire import bearer
+from flash_runtime.testing.net import call, free_port
 
 T = TypeVar("T")
 
@@ -151,29 +149,13 @@ def check_request(schema: GraphQLSchema, document: str, variables: dict[str, Any
 
 
 def request(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
+    """``method url`` with the key as a bearer token (see :func:`flash_runtime.testing.net.call`)."""
+    return call(method, url, body, headers=bearer(key))
 
 
 def http(url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+    """POST ``body`` to ``url`` (GET without one), no key."""
+    return call("GET" if body is None else "POST", url, body, timeout=timeout)
 
 
 class Containers:
@@ -231,14 +213,14 @@ def wait_ping(containers: Containers, name: str, url: str, timeout: float = 60) 
     pytest.fail(f"no 200 from {url}/ping:\n{containers.logs(name)}")
 
 
-def images_from(variable: str) -> list[tuple[str, str]]:
-    """``(image, python)`` pairs named in ``variable`` (``NAME=PYTHON``, space-separated), which
-    ``scripts/test-images`` sets after building them; a failure (never a skip) when unset."""
+def parametrize_images(metafunc: pytest.Metafunc, fixture: str, variable: str) -> None:
+    """Parametrize ``fixture`` (and ``python``) with the ``NAME=PYTHON`` pairs in ``variable``
+    (space-separated), which ``scripts/test-images`` sets after building the images; a failure,
+    never a skip, when it is unset."""
+    if fixture not in metafunc.fixturenames:
+        return
     raw = os.environ.get(variable, "").split()
     if not raw:
         pytest.fail(f"{variable} is not set: run scripts/test-images, which builds the images")
-    pairs = []
-    for item in raw:
-        name, _, python = item.partition("=")
-        pairs.append((name, python))
-    return pairs
+    pairs = [tuple(item.partition("=")[::2]) for item in raw]
+    metafunc.parametrize((fixture, "python"), pairs, ids=[n for n, _ in pairs], scope="module")

@@ -65,9 +65,6 @@ class Plan:
     drain: list[tuple[str, str]] = field(default_factory=list)
     roll_target: int = 0
 
-    def drained(self) -> list[str]:
-        return [worker_id for worker_id, _ in self.drain]
-
 
 def plan(ep: EndpointView, workers: Sequence[WorkerView], now: float) -> Plan:
     """The plan for one endpoint at monotonic time ``now`` (see the module's rules)."""

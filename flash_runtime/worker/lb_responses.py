@@ -92,9 +92,6 @@ class JSONBytes(Response):
             )
 
 
-error_body = route_error  # the shape remote calls read back (protocol.wire)
-
-
 def error_response(
     status: int,
     error: str,
@@ -105,7 +102,7 @@ def error_response(
     **extra: Any,
 ) -> Response:
     """The JSON error every non-2xx answer of the worker uses."""
-    body = encode_json(error_body(error, message, request_id, **extra))
+    body = encode_json(route_error(error, message, request_id, **extra))
     return JSONBytes(body, request_id, status, headers)
 
 
@@ -270,7 +267,7 @@ class ItemStream(StreamingResponse):
                 exc_info=exc,
             )
             if self.sse:
-                body = encode_json(error_body(type(exc).__name__, str(exc), self.request_id))
+                body = encode_json(route_error(type(exc).__name__, str(exc), self.request_id))
                 yield b"event: error\ndata: " + body + b"\n\n"
         finally:
             with anyio.CancelScope(shield=True):

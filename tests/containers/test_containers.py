@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS
-from support import Containers, http, images_from, runpod_env, wait_ping
+from support import Containers, http, parametrize_images, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -26,11 +26,7 @@ REPOSITORY = "registry.example/flash"  # any: the packer only needs to know it i
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "image" in metafunc.fixturenames:
-        pairs = images_from("FLASH_TEST_IMAGES")
-        metafunc.parametrize(
-            ("image", "python"), pairs, ids=[name for name, _ in pairs], scope="module"
-        )
+    parametrize_images(metafunc, "image", "FLASH_TEST_IMAGES")
 
 
 @pytest.fixture(scope="module")

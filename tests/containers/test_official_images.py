@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import APPS
-from support import Containers, http, images_from, runpod_env, wait_ping
+from support import Containers, http, parametrize_images, runpod_env, wait_ping
 
 from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
@@ -22,11 +22,7 @@ from flash_runtime.testing.net import free_port
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "official" in metafunc.fixturenames:
-        pairs = images_from("FLASH_TEST_OFFICIAL_IMAGES")
-        metafunc.parametrize(
-            ("official", "python"), pairs, ids=[n for n, _ in pairs], scope="module"
-        )
+    parametrize_images(metafunc, "official", "FLASH_TEST_OFFICIAL_IMAGES")
 
 
 @pytest.fixture(scope="module")
