@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -48,7 +49,7 @@ from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
 from ..protocol.local import PlatformConfig
-from .controlplane_store import ControlPlaneStore
+from .controlplane_store import App, Build, ControlPlaneStore, Endpoint, Environment, Template
 from .model import EndpointSpec, Runtime
 from .serverless import bearer_ok
 from .uploads import (
@@ -127,13 +128,13 @@ class ControlPlane:
 
     # lookups that fail with a message naming what is missing
 
-    def app(self, app_id: str) -> dict[str, Any]:
+    def app(self, app_id: str) -> App:
         app = self.store.app(app_id)
         if app is None:
             raise OperationError(f"app not found: no app has id {app_id!r}")
         return app
 
-    def app_by_name(self, name: str) -> dict[str, Any]:
+    def app_by_name(self, name: str) -> App:
         app = self.store.app_by_name(name)
         if app is None:
             raise OperationError(
@@ -141,28 +142,28 @@ class ControlPlane:
             )
         return app
 
-    def environment(self, environment_id: str) -> dict[str, Any]:
+    def environment(self, environment_id: str) -> Environment:
         env = self.store.environment(environment_id)
         if env is None:
             raise OperationError(f"environment not found: no environment has id {environment_id!r}")
         return env
 
-    def environment_by_name(self, app_id: str, name: str) -> dict[str, Any]:
+    def environment_by_name(self, app_id: str, name: str) -> Environment:
         app = self.app(app_id)
         env = self.store.environment_by_name(app_id, name)
         if env is None:
             raise OperationError(
-                f"environment not found: app {app['name']!r} has no environment {name!r}"
+                f"environment not found: app {app.name!r} has no environment {name!r}"
             )
         return env
 
-    def build(self, build_id: str) -> dict[str, Any]:
+    def build(self, build_id: str) -> Build:
         build = self.store.build(build_id)
         if build is None:
             raise OperationError(f"build not found: no build has id {build_id!r}")
         return build
 
-    def endpoint(self, endpoint_id: str) -> dict[str, Any]:
+    def endpoint(self, endpoint_id: str) -> Endpoint:
         endpoint = self.store.endpoint(endpoint_id)
         if endpoint is None:
             raise OperationError(f"endpoint not found: no endpoint has id {endpoint_id!r}")
@@ -170,7 +171,7 @@ class ControlPlane:
 
     # apps and environments
 
-    def create_app(self, name: str) -> dict[str, Any]:
+    def create_app(self, name: str) -> App:
         name = _check_name("app", name)
         if self.store.app_by_name(name) is not None:
             raise OperationError(f"an app named {name!r} already exists")
@@ -179,18 +180,18 @@ class ControlPlane:
     async def delete_app(self, app_id: str) -> bool:
         self.app(app_id)
         for env in self.store.environments(app_id):
-            await self.delete_environment(env["id"])
-        artifacts = {build["artifact"] for build in self.store.builds(app_id)}
+            await self.delete_environment(env.id)
+        artifacts = {build.artifact for build in self.store.builds(app_id)}
         self.store.delete_app(app_id)
         for name in artifacts:
             remove_artifact_if_unused(self.store, self.config, name)
         return True
 
-    def create_environment(self, app_id: str, name: str) -> dict[str, Any]:
+    def create_environment(self, app_id: str, name: str) -> Environment:
         app = self.app(app_id)
         name = _check_name("environment", name)
         if self.store.environment_by_name(app_id, name) is not None:
-            raise OperationError(f"app {app['name']!r} already has an environment {name!r}")
+            raise OperationError(f"app {app.name!r} already has an environment {name!r}")
         return self.store.create_environment(app_id, name)
 
     async def delete_environment(self, environment_id: str) -> bool:
@@ -224,41 +225,42 @@ class ControlPlane:
             "expiresAt": _iso(expires_at),
         }
 
-    def finalize_upload(self, app_id: str, object_key: str, manifest: Any) -> dict[str, Any]:
+    def finalize_upload(self, app_id: str, object_key: str, manifest: Any) -> Build:
         self.app(app_id)
         upload = self.store.upload_by_key(object_key)
-        if upload is None or upload["app_id"] != app_id:
+        if upload is None or upload.app_id != app_id:
             raise OperationError(
                 f"no pending upload {object_key!r} for this app; call "
                 "prepareFlashArtifactUpload, PUT the tarball to its uploadUrl, then finalize"
             )
-        if not upload["artifact"]:
+        if not upload.artifact:
             raise OperationError(
                 f"nothing has been uploaded for {object_key!r} yet: PUT the tarball to the "
                 "uploadUrl first"
             )
         return self.store.create_build(upload, _valid_manifest(manifest))
 
-    def update_build_manifest(self, build_id: str, manifest: Any) -> dict[str, Any]:
+    def update_build_manifest(self, build_id: str, manifest: Any) -> Build:
         self.build(build_id)
         self.store.set_build_manifest(build_id, _valid_manifest(manifest))
         return self.build(build_id)
 
-    async def deploy_build(self, environment_id: str, build_id: str) -> dict[str, Any]:
+    async def deploy_build(self, environment_id: str, build_id: str) -> Environment:
         env = self.environment(environment_id)
         build = self.build(build_id)
-        if build["appId"] != env["appId"]:
+        if build.app_id != env.app_id:
             raise OperationError(
-                f"build {build_id} belongs to another app than environment {env['name']!r}"
+                f"build {build_id} belongs to another app than environment {env.name!r}"
             )
-        resources = build["manifest"].get("resources", {})
         async with self._lock(environment_id):
             self.environment(environment_id)  # still there after waiting for the lock
             self.store.set_environment_state(environment_id, "deploying", build_id)
             # Endpoints whose resource the new build lacks keep their build: the deployer
             # deletes them next, and rolling them would start workers that cannot boot.
             rolling = [
-                ep for ep in self.store.endpoints(environment_id) if ep["resourceName"] in resources
+                ep
+                for ep in self.store.endpoints(environment_id)
+                if ep.resource_name in build.resources
             ]
             try:
                 await asyncio.gather(*(self._apply(ep, build) for ep in rolling))
@@ -266,64 +268,63 @@ class ControlPlane:
                 self.store.set_environment_state(environment_id, "failed")
                 raise
             for ep in rolling:
-                self.store.set_endpoint_build(ep["id"], build_id)
+                self.store.set_endpoint_build(ep.id, build_id)
             self.store.set_environment_state(environment_id, "deployed")
         return self.environment(environment_id)
 
-    def active_artifact(self, env: dict[str, Any], base_url: str) -> dict[str, Any] | None:
-        if not env["activeBuildId"]:
+    def active_artifact(self, env: Environment, base_url: str) -> dict[str, Any] | None:
+        if not env.active_build_id:
             return None
-        build = self.build(env["activeBuildId"])
-        url, expires = download_url(base_url, build["objectKey"], self.config.api_key)
-        return {"objectKey": build["objectKey"], "downloadUrl": url, "expiresAt": _iso(expires)}
+        build = self.build(env.active_build_id)
+        url, expires = download_url(base_url, build.object_key, self.config.api_key)
+        return {"objectKey": build.object_key, "downloadUrl": url, "expiresAt": _iso(expires)}
 
     # endpoints
 
-    async def save_endpoint(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def save_endpoint(self, data: dict[str, Any]) -> Endpoint:
         existing = self.endpoint(data["id"]) if data.get("id") else None
-        env_id = data.get("flashEnvironmentId") or (existing or {}).get("flashEnvironmentId")
+        env_id = data.get("flashEnvironmentId") or (existing.environment_id if existing else None)
         if not env_id:
             raise OperationError(
                 "flashEnvironmentId is required: the local platform runs Flash endpoints only "
                 "(deploy them with `flash deploy`)"
             )
-        if existing and existing["flashEnvironmentId"] != env_id:
+        if existing and existing.environment_id != env_id:
             raise OperationError(
-                f"endpoint {existing['id']} belongs to another environment; an endpoint cannot "
+                f"endpoint {existing.id} belongs to another environment; an endpoint cannot "
                 "move between environments (delete it and create a new one)"
             )
         env = self.environment(env_id)
-        if not env["activeBuildId"]:
+        if not env.active_build_id:
             raise OperationError(
-                f"environment {env['name']!r} has no build yet: deploy one to it "
+                f"environment {env.name!r} has no build yet: deploy one to it "
                 "(deployBuildToEnvironment) before saving its endpoints"
             )
-        build = self.build(env["activeBuildId"])
-        template_id, template = self._template_for(data, existing)
-        template_env = {kv["key"]: kv["value"] for kv in template.get("env") or []}
+        build = self.build(env.active_build_id)
+        template = self._template_for(data, existing)
         name = _check_name("endpoint", data["name"])
-        resource_name = self._resource_for(name, template_env, build)
-        endpoint_type = self._type_for(data, template_env, build, resource_name)
+        resource_name = self._resource_for(name, template.env, build)
+        endpoint_type = self._type_for(data, template.env, build, resource_name)
         settings = _settings(data)
 
         async with self._lock(env_id):
             self.environment(env_id)  # still there after waiting for the lock
             self.store.set_environment_state(env_id, "updating")
             endpoint = self.store.save_endpoint(
-                existing["id"] if existing else None,
+                existing.id if existing else None,
                 environment_id=env_id,
-                build_id=build["id"],
+                build_id=build.id,
                 name=name,
                 resource_name=resource_name,
                 type=endpoint_type,
-                template_id=template_id,
+                template_id=template.id,
                 settings=settings,
             )
             try:
                 await self._apply(endpoint, build)
             except Exception:
                 if existing is None:
-                    self.store.delete_endpoint(endpoint["id"])
+                    self.store.delete_endpoint(endpoint.id)
                 self.store.set_environment_state(env_id, "failed")
                 raise
             self.store.set_environment_state(env_id, "deployed")
@@ -331,7 +332,7 @@ class ControlPlane:
 
     async def delete_endpoint(self, endpoint_id: str) -> bool:
         endpoint = self.endpoint(endpoint_id)
-        env_id = endpoint["flashEnvironmentId"]
+        env_id = endpoint.environment_id
         async with self._lock(env_id):
             self.endpoint(endpoint_id)  # still there after waiting for the lock
             self.store.set_environment_state(env_id, "updating")
@@ -344,17 +345,14 @@ class ControlPlane:
         endpoint that cannot run fails its environment, and the others still start."""
         for endpoint in self.store.endpoints():
             try:
-                await self._apply(endpoint, self.build(endpoint["activeBuildid"]))
+                await self._apply(endpoint, self.build(endpoint.build_id))
             except OperationError:
-                self.store.set_environment_state(endpoint["flashEnvironmentId"], "failed")
+                self.store.set_environment_state(endpoint.environment_id, "failed")
 
-    def _template_for(
-        self, data: dict[str, Any], existing: dict[str, Any] | None
-    ) -> tuple[str, dict[str, Any]]:
+    def _template_for(self, data: dict[str, Any], existing: Endpoint | None) -> Template:
         if data.get("template") is not None:
-            body = {k: v for k, v in data["template"].items() if v is not None}
-            return self.store.create_template(body), body
-        template_id = data.get("templateId") or (existing or {}).get("templateId")
+            return self.store.create_template(data["template"])
+        template_id = data.get("templateId") or (existing.template_id if existing else None)
         if not template_id:
             raise OperationError(
                 "an endpoint needs a template: give `template` (image and env) or `templateId`"
@@ -362,14 +360,13 @@ class ControlPlane:
         template = self.store.template(template_id)
         if template is None:
             raise OperationError(f"template not found: no template has id {template_id!r}")
-        return template_id, template
+        return template
 
     @staticmethod
-    def _resource_for(name: str, template_env: dict[str, str], build: dict[str, Any]) -> str:
-        resources = build["manifest"].get("resources", {})
+    def _resource_for(name: str, template_env: dict[str, str], build: Build) -> str:
         resource = template_env.get("FLASH_RESOURCE_NAME") or name
-        if resource not in resources:
-            known = ", ".join(sorted(resources)) or "none"
+        if resource not in build.resources:
+            known = ", ".join(sorted(build.resources)) or "none"
             raise OperationError(
                 f"endpoint {name!r} serves resource {resource!r}, which the environment's build "
                 f"does not have (it has: {known}); set FLASH_RESOURCE_NAME in the template env"
@@ -378,11 +375,9 @@ class ControlPlane:
 
     @staticmethod
     def _type_for(
-        data: dict[str, Any], template_env: dict[str, str], build: dict[str, Any], resource: str
+        data: dict[str, Any], template_env: dict[str, str], build: Build, resource: str
     ) -> str:
-        manifest_type = (
-            "LB" if build["manifest"]["resources"][resource].get("is_load_balanced") else "QB"
-        )
+        manifest_type = "LB" if build.resources[resource].get("is_load_balanced") else "QB"
         given = data.get("type") or template_env.get("FLASH_ENDPOINT_TYPE") or manifest_type
         given = given.upper()
         if given not in ENDPOINT_TYPES:
@@ -395,27 +390,25 @@ class ControlPlane:
             )
         return given
 
-    def _spec(self, endpoint: dict[str, Any], build: dict[str, Any]) -> EndpointSpec:
-        template = self.store.template(endpoint["templateId"]) or {}
-        env = {kv["key"]: kv["value"] for kv in template.get("env") or []}
-        manifest = build["manifest"]
-        resource = manifest["resources"][endpoint["resourceName"]]
+    def _spec(self, endpoint: Endpoint, build: Build) -> EndpointSpec:
+        template = self.store.template(endpoint.template_id)
+        resource = build.resources[endpoint.resource_name]
         defaults = EndpointSpec.__dataclass_fields__
 
         def setting(key: str, field: str) -> Any:
-            value = endpoint.get(key)
+            value = endpoint.settings.get(key)
             return defaults[field].default if value is None else value
 
         return EndpointSpec(
-            id=endpoint["id"],
-            name=endpoint["name"],
-            resource_name=endpoint["resourceName"],
-            type="lb" if endpoint["type"] == "LB" else "qb",
-            app_id=build["appId"],
-            environment_id=endpoint["flashEnvironmentId"],
-            build_id=build["id"],
-            artifact_path=self.config.artifacts_dir / build["artifact"],
-            python_version=str(manifest.get("python_version") or ""),
+            id=endpoint.id,
+            name=endpoint.name,
+            resource_name=endpoint.resource_name,
+            type="lb" if endpoint.type == "LB" else "qb",
+            app_id=build.app_id,
+            environment_id=endpoint.environment_id,
+            build_id=build.id,
+            artifact_path=self.config.artifacts_dir / build.artifact,
+            python_version=str(build.manifest.get("python_version") or ""),
             workers_min=setting("workersMin", "workers_min"),
             workers_max=setting("workersMax", "workers_max"),
             idle_timeout=setting("idleTimeout", "idle_timeout"),
@@ -423,7 +416,7 @@ class ControlPlane:
             scaler_value=setting("scalerValue", "scaler_value"),
             execution_timeout_ms=setting("executionTimeoutMs", "execution_timeout_ms"),
             max_concurrency=int(resource.get("max_concurrency") or 1),
-            env=env,
+            env=dict(template.env) if template else {},
         )
 
     def _record_url(self, build_id: str, resource: str, url: str | None) -> None:
@@ -436,7 +429,7 @@ class ControlPlane:
         build = self.store.build(build_id)
         if build is None:
             return
-        manifest = build["manifest"]
+        manifest = build.manifest
         urls = dict(manifest.get("resources_endpoints") or {})
         if url is None:
             urls.pop(resource, None)
@@ -445,33 +438,33 @@ class ControlPlane:
         manifest["resources_endpoints"] = urls
         self.store.set_build_manifest(build_id, manifest)
 
-    async def _apply(self, endpoint: dict[str, Any], build: dict[str, Any]) -> str:
+    async def _apply(self, endpoint: Endpoint, build: Build) -> str:
         try:
             url = await self.runtime.apply(self._spec(endpoint, build))
         except Exception as exc:
-            log.exception("runtime.apply failed for endpoint %s", endpoint["id"])
+            log.exception("runtime.apply failed for endpoint %s", endpoint.id)
             raise OperationError(
-                f"the platform could not run endpoint {endpoint['name']!r} ({endpoint['id']}): "
+                f"the platform could not run endpoint {endpoint.name!r} ({endpoint.id}): "
                 f"{exc}; see the platform log"
             ) from exc
-        self._record_url(build["id"], endpoint["resourceName"], url)
+        self._record_url(build.id, endpoint.resource_name, url)
         return url
 
-    async def _remove(self, endpoint: dict[str, Any]) -> None:
-        url = self.runtime.url_of(endpoint["id"])
+    async def _remove(self, endpoint: Endpoint) -> None:
+        url = self.runtime.url_of(endpoint.id)
         try:
-            await self.runtime.remove(endpoint["id"])
+            await self.runtime.remove(endpoint.id)
         except Exception as exc:
-            log.exception("runtime.remove failed for endpoint %s", endpoint["id"])
+            log.exception("runtime.remove failed for endpoint %s", endpoint.id)
             raise OperationError(
-                f"the platform could not stop endpoint {endpoint['name']!r} ({endpoint['id']}): "
+                f"the platform could not stop endpoint {endpoint.name!r} ({endpoint.id}): "
                 f"{exc}; see the platform log"
             ) from exc
-        self.store.delete_endpoint(endpoint["id"])
-        build = self.store.build(endpoint["activeBuildid"])
-        recorded = (build or {}).get("manifest", {}).get("resources_endpoints") or {}
-        if url is not None and recorded.get(endpoint["resourceName"]) == url:
-            self._record_url(endpoint["activeBuildid"], endpoint["resourceName"], None)
+        self.store.delete_endpoint(endpoint.id)
+        build = self.store.build(endpoint.build_id)
+        recorded = (build.manifest.get("resources_endpoints") if build else None) or {}
+        if url is not None and recorded.get(endpoint.resource_name) == url:
+            self._record_url(endpoint.build_id, endpoint.resource_name, None)
 
 
 def _valid_manifest(manifest: Any) -> dict[str, Any]:
@@ -510,7 +503,7 @@ def _base_url(info: Any) -> str:
 
 
 def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
-    """``{type: {field: resolver}}``; other fields read the same-named key of the parent dict."""
+    """``{type: {field: resolver}}``; other fields go through :func:`_field_resolver`."""
     store = cp.store
     return {
         "Query": {
@@ -555,21 +548,42 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             "endpoints": lambda _, info: store.endpoints(),
         },
         "FlashApp": {
-            "flashEnvironments": lambda app, info: store.environments(app["id"]),
-            "flashBuilds": lambda app, info: store.builds(app["id"]),
+            "flashEnvironments": lambda app, info: store.environments(app.id),
+            "flashBuilds": lambda app, info: store.builds(app.id),
         },
         "FlashEnvironment": {
-            "endpoints": lambda env, info: store.endpoints(env["id"]),
+            "endpoints": lambda env, info: store.endpoints(env.id),
             "networkVolumes": lambda env, info: [],
             "activeArtifact": lambda env, info: cp.active_artifact(env, _base_url(info)),
         },
         "Endpoint": {
-            "template": lambda ep, info: store.template(ep["templateId"]),
+            "template": lambda ep, info: store.template(ep.template_id),
+            "flashEnvironmentId": lambda ep, info: ep.environment_id,
+            "activeBuildid": lambda ep, info: ep.build_id,
+            "userId": lambda ep, info: "local",
+            **{key: _setting(key) for key in _SETTINGS},
         },
         "PodTemplate": {
-            "env": lambda template, info: template.get("env") or [],
+            "env": lambda template, info: [{"key": k, "value": v} for k, v in template.env.items()],
         },
     }
+
+
+def _setting(key: str) -> Resolver:
+    return lambda endpoint, info: endpoint.settings.get(key)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _field_resolver(source: Any, info: Any, **args: Any) -> Any:
+    """Fields without a resolver of their own: a mapping's key, or a record's attribute by the
+    field's name in snake case (``createdAt`` -> ``created_at``)."""
+    name = info.field_name
+    if isinstance(source, Mapping):
+        return source.get(name)
+    return getattr(source, _snake(name), None)
 
 
 def build_control_plane_schema(cp: ControlPlane) -> GraphQLSchema:
@@ -674,6 +688,7 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
             variable_values=variables if isinstance(variables, dict) else None,
             operation_name=body.get("operationName"),
             context_value={"request": request},
+            field_resolver=_field_resolver,
         )
         if not isinstance(result, ExecutionResult):
             result = await result

@@ -66,9 +66,9 @@ def remove_artifact_if_unused(store: ControlPlaneStore, config: PlatformConfig, 
 def purge_expired_uploads(store: ControlPlaneStore, config: PlatformConfig) -> None:
     """Forgets uploads whose URL expired without a finalize, and their files."""
     for row in store.expired_uploads(time.time()):
-        store.delete_upload(row["token"])
-        if row["artifact"]:
-            remove_artifact_if_unused(store, config, row["artifact"])
+        store.delete_upload(row.token)
+        if row.artifact:
+            remove_artifact_if_unused(store, config, row.artifact)
 
 
 def upload_routes(store: ControlPlaneStore, config: PlatformConfig) -> list[BaseRoute]:
@@ -78,11 +78,11 @@ def upload_routes(store: ControlPlaneStore, config: PlatformConfig) -> list[Base
         upload = store.upload(request.path_params["token"])
         if upload is None:
             return _error(404, "unknown upload URL; request a new one (prepareFlashArtifactUpload)")
-        if upload["expires_at"] < time.time():
+        if upload.expires_at < time.time():
             return _error(403, "this upload URL has expired; request a new one")
-        if upload["artifact"]:
+        if upload.artifact:
             return _error(409, "a tarball was already uploaded to this URL")
-        declared = int(upload["declared_size"])
+        declared = upload.declared_size
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) != declared:
             return _error(
@@ -113,7 +113,7 @@ def upload_routes(store: ControlPlaneStore, config: PlatformConfig) -> list[Base
             target = config.artifacts_dir / name
             if not target.exists():
                 os.replace(part, target)
-            store.complete_upload(upload["token"], name, digest, size)
+            store.complete_upload(upload.token, name, digest, size)
         finally:
             part.unlink(missing_ok=True)
         return Response(status_code=200, headers={"ETag": f'"{digest}"'})
@@ -133,7 +133,7 @@ def upload_routes(store: ControlPlaneStore, config: PlatformConfig) -> list[Base
         build = store.build_by_key(object_key)
         if build is None:
             return _error(404, f"no build has object key {object_key!r}")
-        path: Path = config.artifacts_dir / build["artifact"]
+        path: Path = config.artifacts_dir / build.artifact
         return FileResponse(path, media_type="application/gzip")
 
     return [
