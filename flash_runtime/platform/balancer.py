@@ -29,7 +29,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
-from . import transport
+from . import reporting, transport
+from .jobs import JobStore
 from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
@@ -48,12 +49,11 @@ class BalancerHost(Protocol):
     settings: RuntimeSettings
     supervisor: Supervisor
     session: aiohttp.ClientSession | None
+    jobs: JobStore
 
     def worker_ready(self, ep: EndpointState, worker: Worker) -> None: ...
 
     def kick(self) -> None: ...
-
-    def health(self, ep: EndpointState) -> dict[str, Any]: ...
 
     def endpoint(self, endpoint_id: str) -> EndpointState | None: ...
 
@@ -248,7 +248,7 @@ class Balancer:
                 {
                     "error": "no worker ready",
                     "endpointId": self.ep.id,
-                    "workers": self.runtime.health(self.ep)["workers"],
+                    "workers": reporting.health(self.ep, self.runtime.jobs)["workers"],
                     **detail,
                 },
             )

@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
-import os
 import secrets
 import socket
 import time
@@ -38,22 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import db, scaling
+from . import db, scaling, webhooks
+from .appdirs import AppDirs
 from .jobs import Job, JobStore
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 from .state import EndpointState
 from .storage import SCHEMA, generation_of, load_endpoints, save_endpoint
-from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState, log_tail
+from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState
 
 log = logging.getLogger("flash_runtime.platform")
 
-# A worker that was ready this long before it crashed restarts without accumulated backoff.
-STABLE_AFTER_S = 10.0
 HOUSEKEEPING_EVERY_S = 5.0
 
 
@@ -94,7 +90,7 @@ class PlatformRuntime:
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._app_dirs: dict[tuple[str, int, int], Path] = {}
+        self.app_dirs = AppDirs(config.apps_dir)
         self._closing = False
         self.started_at = time.time()
 
@@ -227,8 +223,7 @@ class PlatformRuntime:
             ep.id,
             (worker.ready_at or 0) - worker.started_at,
         )
-        ep.failures = 0
-        ep.last_error = None
+        ep.restart_clean()
         ep.notify()
         self.kick()
 
@@ -271,89 +266,18 @@ class PlatformRuntime:
 
     def job_finished(self, job: Job) -> None:
         if job.webhook:
-            self._spawn_background(self._deliver_webhook(job.webhook, job.payload()))
-
-    async def _deliver_webhook(self, url: str, payload: dict[str, Any]) -> None:
-        assert self.session is not None
-        body = orjson.dumps(payload)
-        for attempt in range(3):
-            try:
-                async with self.session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ) as resp:
-                    if resp.status < 400:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(2**attempt)
-        log.warning("webhook %s for job %s failed after 3 attempts", url, payload.get("id"))
-
-    # -- status -----------------------------------------------------------------------------
-
-    def health(self, ep: EndpointState) -> dict[str, Any]:
-        """Runpod's ``/health`` for one endpoint, plus the last crash while workers fail."""
-        workers = [w for w in ep.workers.values() if w.alive]
-        running = idle = initializing = draining = 0
-        for w in workers:
-            if w.state is WorkerState.STARTING:
-                initializing += 1
-            elif w.state is WorkerState.DRAINING:
-                draining += 1
-            elif self.jobs.lease_count(w.id) or w.in_flight:
-                running += 1
-            else:
-                idle += 1
-        body: dict[str, Any] = {
-            "jobs": self.jobs.counts(ep.id),
-            "workers": {
-                "idle": idle,
-                "running": running,
-                "ready": idle + running,
-                "initializing": initializing,
-                "draining": draining,
-                "throttled": 0,
-                "unhealthy": 1 if ep.failures else 0,
-            },
-        }
-        if ep.failures and ep.last_error:
-            body["lastError"] = ep.last_error
-        return body
-
-    def describe(self, ep: EndpointState) -> dict[str, Any]:
-        """One endpoint for ``flash platform status``."""
-        spec = ep.spec
-        return {
-            "id": spec.id,
-            "name": spec.name,
-            "type": spec.type,
-            "url": self.url_of(spec.id),
-            "resource": spec.resource_name,
-            "build": spec.build_id,
-            "workersMin": spec.workers_min,
-            "workersMax": spec.workers_max,
-            "health": self.health(ep),
-            "workers": [
-                w.info(jobs=self.jobs.lease_count(w.id)) for w in ep.workers.values() if w.alive
-            ],
-            "logs": str(self.config.logs_dir / spec.id),
-        }
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "url": self.config.url,
-            "pid": os.getpid(),
-            "startedAt": self.started_at,
-            "endpoints": [self.describe(ep) for ep in self.endpoints.values()],
-        }
+            assert self.session is not None
+            self._spawn_background(webhooks.deliver(self.session, job.webhook, job.payload()))
 
     # -- endpoints --------------------------------------------------------------------------
 
     async def _add(self, spec: EndpointSpec, port: int | None) -> EndpointState:
         ep = EndpointState(
-            spec=spec, generation=generation_of(spec), app_dir=await self._app_dir(spec)
+            spec=spec,
+            generation=generation_of(spec),
+            app_dir=await self.app_dirs.for_artifact(
+                Path(spec.artifact_path), spec.build_id or spec.id
+            ),
         )
         self.endpoints[spec.id] = ep
         if spec.type == "lb":
@@ -374,10 +298,10 @@ class PlatformRuntime:
             return
         log.info("endpoint %s (%s): new spec %s, rolling workers", spec.id, spec.name, generation)
         ep.generation = generation
-        ep.app_dir = await self._app_dir(spec)
-        ep.failures = 0
-        ep.last_error = None
-        ep.not_before = 0.0
+        ep.app_dir = await self.app_dirs.for_artifact(
+            Path(spec.artifact_path), spec.build_id or spec.id
+        )
+        ep.restart_clean()
         outdated = ep.outdated()
         for worker in outdated:
             if worker.state is WorkerState.STARTING or spec.type != old.type:
@@ -398,20 +322,6 @@ class PlatformRuntime:
         ep.balancer = balancer
         ep.lb_port = balancer.port
         save_endpoint(self.conn, ep.spec, ep.lb_port)
-
-    async def _app_dir(self, spec: EndpointSpec) -> Path:
-        """Extraction directory shared by the workers of one artifact (keyed by its hash)."""
-        path = Path(spec.artifact_path)
-        try:
-            st = path.stat()
-        except OSError:
-            return self.config.apps_dir / (spec.build_id or spec.id)
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        cached = self._app_dirs.get(key)
-        if cached is None:
-            digest = await asyncio.to_thread(_sha256_file, path)
-            cached = self._app_dirs[key] = self.config.apps_dir / digest[:16]
-        return cached
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -443,21 +353,7 @@ class PlatformRuntime:
             return
         del ep.workers[worker.id]
         if worker.drain_deadline is None and not self._closing:
-            now = time.monotonic()
-            stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
-            ep.failures = 1 if stable else ep.failures + 1
-            delay = self._backoff(ep.failures)
-            ep.not_before = now + delay
-            ep.last_error = {
-                "workerId": worker.id,
-                "exitCode": worker.exit_code,
-                "beforeReady": worker.ready_at is None,
-                "restarts": ep.failures,
-                "nextRestartIn": round(delay, 1),
-                "at": time.time(),
-                "log": str(worker.log_path),
-                "lastLines": log_tail(worker.log_path),
-            }
+            delay = ep.crashed(worker, time.monotonic(), self._backoff)
             log.warning(
                 "worker %s of %s %s with code %s; restarting in %.1fs (log: %s)",
                 worker.id,
@@ -574,11 +470,3 @@ class PlatformRuntime:
 
     def all_workers(self) -> Iterable[Worker]:
         return self._workers.values()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
 from ..protocol.wire import UNAUTHORIZED
-from . import balancer, controlplane, db, serverless, workerapi
+from . import balancer, controlplane, db, reporting, serverless, workerapi
 from .process import instance_lock
 from .runtime import PlatformRuntime
 from .serverless import ApiError, JSONResponse, api_error_response, bearer_ok
@@ -59,7 +59,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
     async def status(request: Request) -> Response:
         if not bearer_ok(request, config.api_key):
             raise ApiError(401, UNAUTHORIZED)
-        return JSONResponse(runtime.status())
+        return JSONResponse(reporting.status(runtime))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

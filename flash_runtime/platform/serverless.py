@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..protocol.wire import UNAUTHORIZED, key_matches
+from . import reporting
 from .jobs import Job
 from .runtime import PlatformRuntime
 from .settings import MAX_REQUEST_BYTES
@@ -199,7 +200,7 @@ class ServerlessAPI:
 
     async def health(self, request: Request) -> Response:
         ep = self._endpoint(request, qb_only=False)
-        return JSONResponse(self.runtime.health(ep))
+        return JSONResponse(reporting.health(ep, self.runtime.jobs))
 
     async def purge(self, request: Request) -> Response:
         ep = self._endpoint(request)

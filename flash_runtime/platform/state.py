@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .model import EndpointSpec
-from .supervisor import Worker
+from .supervisor import Worker, log_tail
+
+# A worker that was ready this long before it crashed restarts without accumulated backoff.
+STABLE_AFTER_S = 10.0
 
 
 class BalancerHandle(Protocol):
@@ -56,6 +61,31 @@ class EndpointState:
     def outdated(self) -> list[Worker]:
         """Serving workers of a previous spec (rolling update in progress)."""
         return [w for w in self.workers.values() if w.generation != self.generation and w.serving]
+
+    def restart_clean(self) -> None:
+        """A worker became ready, or the spec changed: crash backoff and error are forgotten."""
+        self.failures = 0
+        self.last_error = None
+        self.not_before = 0.0
+
+    def crashed(self, worker: Worker, now: float, backoff: Callable[[int], float]) -> float:
+        """Records that ``worker`` exited without being asked to; returns the delay before the
+        next worker may start (``backoff`` of the consecutive failures)."""
+        stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
+        self.failures = 1 if stable else self.failures + 1
+        delay = backoff(self.failures)
+        self.not_before = now + delay
+        self.last_error = {
+            "workerId": worker.id,
+            "exitCode": worker.exit_code,
+            "beforeReady": worker.ready_at is None,
+            "restarts": self.failures,
+            "nextRestartIn": round(delay, 1),
+            "at": time.time(),
+            "log": str(worker.log_path),
+            "lastLines": log_tail(worker.log_path),
+        }
+        return delay
 
     def notify(self) -> None:
         """Wake whoever waits for a worker of this endpoint to become ready or fail."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -33,6 +34,20 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(every)
+
+
+async def wait_until_async(
+    probe: Callable[[], T | None], timeout: float = 30, what: str = "it", every: float = 0.005
+) -> T:
+    """:func:`wait_until` for coroutines: the event loop keeps running between probes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(every)
 
 
 def call(

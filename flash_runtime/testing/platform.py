@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..platform import reporting
 from ..platform.model import EndpointSpec
 from ..platform.runtime import PlatformRuntime
 from ..platform.server import PlatformServer, bind, build_app, uvicorn_config
@@ -124,7 +125,7 @@ class InProcessPlatform:
 
         async def status() -> dict[str, Any]:
             assert self.runtime is not None
-            return self.runtime.status()
+            return reporting.status(self.runtime)
 
         return self.call(status())
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -172,10 +171,18 @@ def test_the_official_worker_loop_speaks_the_same_protocol(client: InProcessPlat
     wait_until(lambda: _steps_logged(client, OFFICIAL, "official-cancel") >= 2, what="the job")
     job.cancel()
     assert job.status() == "CANCELLED"
-    time.sleep(1.5)
-    steps = _steps_logged(client, OFFICIAL, "official-cancel")
-    time.sleep(0.5)
-    assert _steps_logged(client, OFFICIAL, "official-cancel") == steps < 50
+    # The official loop took the stop signal and cancelled the job's task (its own log line).
+    wait_until(lambda: _official_stop_logged(client, job.job_id), what="the worker to stop it")
+    assert _steps_logged(client, OFFICIAL, "official-cancel") < 50
+
+
+def _official_stop_logged(platform: InProcessPlatform, job_id: str) -> bool:
+    logs = platform.config.logs_dir / OFFICIAL
+    return any(
+        job_id in line and "Job stopped." in line
+        for f in logs.glob("*.log")
+        for line in f.read_text().splitlines()
+    )
 
 
 def test_stream_of_a_generator_job(client: InProcessPlatform) -> None:

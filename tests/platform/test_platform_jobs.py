@@ -14,6 +14,7 @@ from flash_runtime.platform import db
 from flash_runtime.platform.jobs import Job, JobStore
 from flash_runtime.platform.settings import RuntimeSettings
 from flash_runtime.protocol.wire import JobStatus
+from flash_runtime.testing.net import wait_until_async
 
 EP = "ep1"
 
@@ -48,7 +49,7 @@ def test_take_hands_over_a_job_submitted_while_the_poll_waits(tmp_path: Path) ->
 
     async def test() -> None:
         poll = asyncio.create_task(store.take(EP, "w1", 1, 5.0, always))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: store.queue(EP).takers, what="the poll to be held")
         assert not poll.done()  # held, not answered empty
         job = store.submit(EP, {"x": 1})
         taken = await asyncio.wait_for(poll, 1)
@@ -237,7 +238,7 @@ def test_stream_chunks_are_read_once(tmp_path: Path) -> None:
         job = store.submit(EP, None)
         await store.take(EP, "w1", 1, 1.0, always)
         reader = asyncio.create_task(store.read_stream(job, 2.0))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: job.changed is not None, what="the reader to wait")
         store.add_chunk(job.id, {"output": {"i": 0}})
         status, chunks = await asyncio.wait_for(reader, 1)
         assert status is JobStatus.IN_PROGRESS

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.testing.net import wait_until_async
 from flash_runtime.testing.platform import FAST, InProcessPlatform
 
 EP = "protoep0000001"
@@ -122,6 +123,12 @@ async def client(platform: InProcessPlatform) -> AsyncIterator[Client]:
         yield c
 
 
+def held(platform: InProcessPlatform) -> int:
+    """How many worker long-polls the platform holds for the endpoint."""
+    assert platform.runtime is not None
+    return sum(not taker.done() for taker in platform.runtime.jobs.queue(EP).takers)
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -134,7 +141,7 @@ def test_job_take_is_a_long_poll_and_hands_over_a_new_job(platform: InProcessPla
             assert time.monotonic() - started >= 0.9  # held for the whole long-poll
 
             poll = asyncio.create_task(c.take("w-take"))
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: held(platform), what="the poll to be held")
             status, run_body = await c.api("POST", "run", {"input": {"prompt": "hi"}})
             assert status == 200 and run_body["status"] == "IN_QUEUE"
             status, job = await asyncio.wait_for(poll, 2)
@@ -253,9 +260,9 @@ def test_a_poll_abandoned_by_its_worker_gets_no_job(platform: InProcessPlatform)
     async def test() -> None:
         async with client(platform) as c:
             poll = asyncio.create_task(c.take("w-gone"))
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: held(platform), what="the poll to be held")
             poll.cancel()  # the worker hangs up while its poll is held
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: not held(platform), what="the poll to be let go")
             _, job = await c.api("POST", "run", {"input": {}})
             _, body = await c.api("GET", f"status/{job['id']}")
             assert body["status"] == "IN_QUEUE"

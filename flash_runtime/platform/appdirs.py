@@ -1,0 +1,36 @@
+"""Where workers find their app: one extraction directory per artifact, shared by every worker
+of it, named by the artifact's hash (so a rebuilt artifact with the same bytes reuses it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+
+class AppDirs:
+    def __init__(self, apps_dir: Path) -> None:
+        self.apps_dir = apps_dir
+        self._known: dict[tuple[str, int, int], Path] = {}
+
+    async def for_artifact(self, artifact: Path, fallback: str) -> Path:
+        """The directory for ``artifact`` (hashed once per file version); ``fallback`` names it
+        while the artifact cannot be read (the worker then reports the missing file)."""
+        try:
+            st = artifact.stat()
+        except OSError:
+            return self.apps_dir / fallback
+        key = (str(artifact), st.st_size, st.st_mtime_ns)
+        known = self._known.get(key)
+        if known is None:
+            digest = await asyncio.to_thread(_sha256_file, artifact)
+            known = self._known[key] = self.apps_dir / digest[:16]
+        return known
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

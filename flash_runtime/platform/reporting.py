@@ -1,0 +1,75 @@
+"""What the platform reports about its endpoints: Runpod's ``/health`` shape for one endpoint,
+and the whole picture ``flash platform status`` prints. Read-only views of the runtime's state."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .jobs import JobStore
+from .state import EndpointState
+from .supervisor import WorkerState
+
+if TYPE_CHECKING:
+    from .runtime import PlatformRuntime
+
+
+def health(ep: EndpointState, jobs: JobStore) -> dict[str, Any]:
+    """Runpod's ``/health`` for one endpoint, plus the last crash while workers fail."""
+    running = idle = initializing = draining = 0
+    for w in ep.workers.values():
+        if not w.alive:
+            continue
+        if w.state is WorkerState.STARTING:
+            initializing += 1
+        elif w.state is WorkerState.DRAINING:
+            draining += 1
+        elif jobs.lease_count(w.id) or w.in_flight:
+            running += 1
+        else:
+            idle += 1
+    body: dict[str, Any] = {
+        "jobs": jobs.counts(ep.id),
+        "workers": {
+            "idle": idle,
+            "running": running,
+            "ready": idle + running,
+            "initializing": initializing,
+            "draining": draining,
+            "throttled": 0,
+            "unhealthy": 1 if ep.failures else 0,
+        },
+    }
+    if ep.failures and ep.last_error:
+        body["lastError"] = ep.last_error
+    return body
+
+
+def describe(runtime: PlatformRuntime, ep: EndpointState) -> dict[str, Any]:
+    """One endpoint for ``flash platform status``."""
+    spec = ep.spec
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "type": spec.type,
+        "url": runtime.url_of(spec.id),
+        "resource": spec.resource_name,
+        "build": spec.build_id,
+        "workersMin": spec.workers_min,
+        "workersMax": spec.workers_max,
+        "health": health(ep, runtime.jobs),
+        "workers": [
+            w.info(jobs=runtime.jobs.lease_count(w.id)) for w in ep.workers.values() if w.alive
+        ],
+        "logs": str(runtime.config.logs_dir / spec.id),
+    }
+
+
+def status(runtime: PlatformRuntime) -> dict[str, Any]:
+    """The platform: where it listens, since when, and every endpoint it runs."""
+    return {
+        "url": runtime.config.url,
+        "pid": os.getpid(),
+        "startedAt": runtime.started_at,
+        "endpoints": [describe(runtime, ep) for ep in runtime.endpoints.values()],
+    }
