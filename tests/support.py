@@ -57,6 +57,7 @@ class RecordingRuntime:
     applied: list[EndpointSpec] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
+    python_versions: frozenset[str] = frozenset({"3.11", "3.12", "3.13"})
 
     async def apply(self, spec: EndpointSpec) -> str:
         if spec.name in self.failing:
@@ -78,6 +79,9 @@ class RecordingRuntime:
         if spec.type == "lb":
             return f"http://127.0.0.1:{self.ports[endpoint_id]}"
         return f"{self.base_url}/v2/{spec.id}"
+
+    def failure(self, endpoint_id: str) -> dict[str, Any] | None:
+        return None
 
 
 @dataclass

@@ -100,6 +100,18 @@ def _confirm(question: str, yes: bool) -> None:
 @exclude_option
 @no_deps_option
 @image_repository_option
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Return once the endpoints are saved, without waiting for workers.",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for each changed endpoint to have a ready worker.",
+)
 @_platform_option
 @_json_option
 @_handles_errors
@@ -109,14 +121,17 @@ def deploy_command(
     exclude: tuple[str, ...],
     no_deps: bool,
     image_repository: str | None,
+    no_wait: bool,
+    wait_timeout: float,
     platform: str | None,
     as_json: bool,
 ) -> None:
     """Build the project and deploy it to an environment of its app.
 
-    Creates the app and the environment when they do not exist, uploads the build, rolls the
-    environment onto it and creates, updates or deletes endpoints to match the manifest. The
-    local platform is started when it is not running.
+    Creates the app and the environment when they do not exist, uploads the build, releases it
+    to the environment and creates, updates or deletes endpoints to match the manifest, then
+    waits until each changed endpoint has a ready worker (a worker that crashes at start fails
+    the deploy). The local platform is started when it is not running.
     """
     from .deployer import deploy
     from .summary import print_deployment
@@ -134,6 +149,7 @@ def deploy_command(
         no_deps=no_deps,
         image_repository=image_repository,
         console=console,
+        wait_s=None if no_wait else wait_timeout,
     )
     if as_json:
         _echo_json(result.to_json())
@@ -170,7 +186,7 @@ def undeploy_command(env_name: str, app_name: str | None, yes: bool, platform: s
         return
     names = ", ".join(ep["name"] for ep in environment["endpoints"])
     _confirm(f"Delete the endpoints of {app}/{env_name} ({names})?", yes)
-    removed = _call(target, lambda client: remove_endpoints(client, environment))
+    removed = _call(target, lambda client: remove_endpoints(client, app, environment))
     for endpoint in removed:
         console.print(
             f"[green]✓[/green] deleted endpoint {endpoint['name']} [dim]{endpoint['id']}[/dim]"
@@ -369,7 +385,7 @@ def env_delete(name: str, app_name: str | None, yes: bool, platform: str | None)
     env = _call(target, lookup)
     endpoints = ", ".join(ep["name"] for ep in env.get("endpoints") or []) or "none"
     _confirm(f"Delete environment {app}/{name} and its endpoints ({endpoints})?", yes)
-    removed = _call(target, lambda client: delete_environment(client, env["id"]))
+    removed = _call(target, lambda client: delete_environment(client, app, env["id"]))
     console = new_console()
     for endpoint in removed:
         console.print(f"[green]✓[/green] deleted endpoint {endpoint}")

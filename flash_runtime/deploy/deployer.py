@@ -7,18 +7,25 @@ The steps, all through :class:`~.client.ControlPlaneClient` (Runpod's API, which
 3. plan: compare each manifest resource with the environment's endpoints and with the config
    recorded for them by the previous deploy (``configHash`` in the build manifest);
 4. upload the tarball to a presigned URL and finalize it into a build;
-5. deploy the build to the environment (its workers roll onto it, jobs in flight are kept);
-6. reconcile: create new endpoints, update changed ones, delete removed ones, leave unchanged
-   ones untouched;
+5. deploy the build to the environment (the workers that start from now on run it);
+6. reconcile: create new endpoints, update changed ones, delete removed ones (and the templates
+   this deployer made for them), leave unchanged ones untouched. An update is Runpod's:
+   ``saveEndpoint`` with the endpoint's ``templateId``, then ``saveTemplate`` on that template.
+   The source fingerprint in every template's env (``_FLASH_SOURCE_FINGERPRINT``) makes a
+   code-only change a template change, which is what makes Runpod roll the workers;
 7. record each endpoint's id, config hash and URL in the build's manifest
    (``resources_endpoints``, which cross-endpoint discovery reads) and in the local
-   ``.flash/flash_manifest.json``.
+   ``.flash/flash_manifest.json``;
+8. wait (``wait_s``, with progress) until each endpoint it changed has a ready worker of the new
+   template, and fail, naming the endpoint and the last lines of its log, when one crashes at
+   start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +39,7 @@ from .. import manifest as manifest_mod
 from ..errors import FlashError
 from ..protocol.controlplane import ControlPlaneClient
 from ..protocol.target import Target
+from .manage import delete_endpoint, template_prefix
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,6 +47,28 @@ if TYPE_CHECKING:
     from ..manifest import Manifest, Resource
 
 DEFAULT_ENVIRONMENT = "production"
+# Set in every template's env: a code-only change changes the template, so Runpod rolls it.
+FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
+# GPU endpoints need a driver for the image's CUDA (our GPU image is CUDA 12.8).
+DEFAULT_MIN_CUDA_VERSION = "12.8"
+# The data centres with Flash artifact storage: GPU endpoints are placed in them unless the
+# resource (or RUNPOD_DEFAULT_LOCATIONS / RUNPOD_DEFAULT_DATACENTER) says otherwise.
+FLASH_DATACENTERS = (
+    "US-CA-2",
+    "US-IL-1",
+    "US-KS-2",
+    "US-MO-1",
+    "US-MO-2",
+    "US-NC-2",
+    "US-NE-1",
+    "US-WA-1",
+    "EU-CZ-1",
+    "EU-RO-1",
+    "EUR-NO-1",
+)
+# Env vars Runpod itself adds to a load-balanced endpoint's template: kept on template updates.
+PLATFORM_TEMPLATE_ENV = ("PORT", "PORT_HEALTH")
+DEFAULT_WAIT_S = 600.0
 # `flash run` deploys to this environment, its endpoints named with LIVE_PREFIX (seed 000).
 LIVE_ENVIRONMENT = "live"
 LIVE_PREFIX = "live-"
@@ -103,14 +133,17 @@ def endpoint_input(
     environment_id: str,
     api_key: str,
     name_prefix: str = "",
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """The ``EndpointInput`` (Runpod's ``saveEndpoint`` shape) that runs ``resource``.
+    """The ``EndpointInput`` (Runpod's ``saveEndpoint`` shape) that creates ``resource``.
 
     The endpoint joins the environment through ``flashEnvironmentId`` and finds its resource in
     the artifact through ``FLASH_RESOURCE_NAME`` in the template env, as on Runpod. Endpoints
     that call other endpoints (``makes_remote_calls``) get the key to do it with
     (``RUNPOD_API_KEY``) and their environment's id (``FLASH_ENVIRONMENT_ID``). The endpoint is
-    named ``name_prefix + resource_name`` (``flash run``: ``live-``).
+    named ``name_prefix + resource_name`` (``flash run``: ``live-``); its template is named
+    after the app, environment and resource plus a digest of the configuration, since template
+    names are unique on Runpod.
     """
     env = dict(resource.env or {})
     env.update(
@@ -119,6 +152,8 @@ def endpoint_input(
         FLASH_ENV=environment,
         FLASH_ENDPOINT_TYPE=resource.endpoint_type,
     )
+    if fingerprint:
+        env[FINGERPRINT_ENV] = fingerprint
     if resource.makes_remote_calls:
         env.update(FLASH_ENVIRONMENT_ID=environment_id)
         env.setdefault("RUNPOD_API_KEY", api_key)
@@ -127,17 +162,17 @@ def endpoint_input(
             f"resource {resource_name!r} has no imageName in the manifest; rebuild with "
             "`flash build`"
         )
+    template: dict[str, Any] = {
+        "imageName": resource.imageName,
+        "env": [{"key": k, "value": v} for k, v in sorted(env.items())],
+        "containerDiskInGb": 64 if resource.is_gpu else 10,
+        "dockerArgs": "",
+    }
     payload: dict[str, Any] = {
         "name": name_prefix + resource_name,
         "type": resource.endpoint_type.upper(),
         "flashEnvironmentId": environment_id,
-        "template": {
-            "name": f"{app}__{environment}__{resource_name}",
-            "imageName": resource.imageName,
-            "env": [{"key": k, "value": v} for k, v in sorted(env.items())],
-            "containerDiskInGb": 64 if resource.is_gpu else 10,
-            "dockerArgs": "",
-        },
+        "template": template,
         "workersMin": resource.workersMin,
         "workersMax": resource.workersMax,
         "idleTimeout": resource.idleTimeout,
@@ -148,12 +183,12 @@ def endpoint_input(
     if resource.is_gpu:
         payload["gpuIds"] = resource.gpuIds or "ANY"
         payload["gpuCount"] = resource.gpuCount or 1
-        if resource.minCudaVersion:
-            payload["minCudaVersion"] = resource.minCudaVersion
+        payload["minCudaVersion"] = resource.minCudaVersion or DEFAULT_MIN_CUDA_VERSION
     else:
         payload["instanceIds"] = list(resource.instanceIds or [])
-    if resource.locations:
-        payload["locations"] = resource.locations
+    locations = _locations(resource)
+    if locations:
+        payload["locations"] = locations
     if resource.flashboot:
         payload["flashBootType"] = "FLASHBOOT"
     volume_ids = _volume_ids(resource.networkVolume)
@@ -161,7 +196,22 @@ def endpoint_input(
         payload["networkVolumeId"] = volume_ids[0]
     elif volume_ids:
         payload["networkVolumeIds"] = [{"networkVolumeId": v} for v in volume_ids]
+    digest = config_hash(payload)[:10]
+    template["name"] = f"{template_prefix(app, environment)}{resource_name}__{digest}"
     return payload
+
+
+def _locations(resource: Resource) -> str | None:
+    """The resource's own locations; else RUNPOD_DEFAULT_LOCATIONS, RUNPOD_DEFAULT_DATACENTER;
+    else, for GPU endpoints, the data centres with Flash artifact storage."""
+    if resource.locations:
+        return resource.locations
+    chosen = os.environ.get("RUNPOD_DEFAULT_LOCATIONS") or os.environ.get(
+        "RUNPOD_DEFAULT_DATACENTER"
+    )
+    if chosen:
+        return chosen.strip()
+    return ",".join(FLASH_DATACENTERS) if resource.is_gpu else None
 
 
 def _volume_ids(volume: dict[str, Any] | list[dict[str, Any]] | None) -> list[str]:
@@ -186,6 +236,7 @@ class _Step:
     hash: str
     existing_id: str | None
     unchanged: bool
+    template_id: str | None = None  # the existing endpoint's template
 
 
 class _Progress:
@@ -260,7 +311,7 @@ def _plan(
     name_prefix: str = "",
 ) -> tuple[list[_Step], list[dict[str, str]]]:
     """What to do with each resource, and the endpoints to delete."""
-    existing: dict[str, str] = {}
+    existing: dict[str, dict[str, str]] = {}
     to_delete: list[dict[str, str]] = []
     for endpoint in environment.get("endpoints") or []:
         name = endpoint["name"]
@@ -268,7 +319,7 @@ def _plan(
         if resource is None or resource in existing or resource not in manifest.resources:
             to_delete.append(endpoint)
         else:
-            existing[resource] = endpoint["id"]
+            existing[resource] = endpoint
     recorded = {
         name: resource.get("configHash")
         for name, resource in (previous.get("resources") or {}).items()
@@ -284,11 +335,13 @@ def _plan(
             environment_id=environment["id"],
             api_key=api_key,
             name_prefix=name_prefix,
+            fingerprint=manifest.source_fingerprint,
         )
         digest = config_hash(payload)
-        existing_id = existing.get(name)
+        found = existing.get(name) or {}
+        existing_id = found.get("id")
         unchanged = existing_id is not None and recorded.get(name) == digest
-        steps.append(_Step(name, payload, digest, existing_id, unchanged))
+        steps.append(_Step(name, payload, digest, existing_id, unchanged, found.get("templateId")))
     return steps, to_delete
 
 
@@ -335,9 +388,11 @@ async def release(
     environment_name: str = DEFAULT_ENVIRONMENT,
     console: Console | None = None,
     name_prefix: str = "",
+    wait_s: float | None = None,
 ) -> DeployResult:
-    """Steps 2 to 7 for an artifact that is already built (``flash run`` calls this for each
-    rebuild, with ``name_prefix="live-"``)."""
+    """Steps 2 to 8 for an artifact that is already built (``flash run`` calls this for each
+    rebuild, with ``name_prefix="live-"``; it watches the workers itself). ``wait_s`` None skips
+    step 8."""
     started = time.perf_counter()
     progress = _Progress(console)
     target = client.target
@@ -380,12 +435,15 @@ async def release(
     actions: dict[str, Action] = {}
 
     async def save(step: _Step) -> None:
-        payload = (
-            step.payload if step.existing_id is None else {**step.payload, "id": step.existing_id}
-        )
-        saved = await client.save_endpoint(payload)
+        if step.existing_id is None:
+            saved = await client.save_endpoint(step.payload)
+        else:
+            saved = await _update_endpoint(client, step)
         done[step.resource] = (saved["id"], step.hash)
         actions[step.resource] = "updated" if step.existing_id else "created"
+
+    async def delete(endpoint: dict[str, str]) -> None:
+        await delete_endpoint(client, endpoint, template_prefix(app_name, environment_name))
 
     for step in steps:
         if step.unchanged and step.existing_id:
@@ -396,7 +454,7 @@ async def release(
     with progress.step(label):
         outcomes = await asyncio.gather(
             *(save(s) for s in changing),
-            *(client.delete_endpoint(ep["id"]) for ep in to_delete),
+            *(delete(ep) for ep in to_delete),
             return_exceptions=True,
         )
         stored = (await client.build(build["id"])).get("manifest") or {}
@@ -417,6 +475,9 @@ async def release(
             "failed: " + "; ".join(failures) + ". Fix the cause and run `flash deploy` again."
         )
     manifest_mod.dump(manifest_mod.from_builtins(data, str(manifest_path)), manifest_path)
+    if wait_s is not None:
+        changed = {name: done[name][0] for name, action in actions.items() if action != "unchanged"}
+        await _wait_ready(client, changed, manifest, wait_s, progress)
 
     endpoints = [
         DeployedEndpoint(
@@ -441,6 +502,120 @@ async def release(
     )
 
 
+async def _update_endpoint(client: ControlPlaneClient, step: _Step) -> dict[str, Any]:
+    """Runpod's update path: the endpoint's settings with its own ``templateId`` (never an
+    inline template: its name would be taken), then the template itself, in place. The template
+    is saved only when it differs, since saving it rolls the workers."""
+    wanted: dict[str, Any] = step.payload["template"]
+    update = {k: v for k, v in step.payload.items() if k != "template"}
+    update["id"] = step.existing_id
+    if step.template_id:
+        update["templateId"] = step.template_id
+    saved = await client.save_endpoint(update)
+    template_id = saved.get("templateId") or step.template_id
+    if not template_id:
+        raise DeployError(f"endpoint {step.existing_id} has no template to update")
+    live = await client.template(template_id)
+    env = {kv["key"]: kv["value"] for kv in wanted["env"]}
+    for kv in live.get("env") or []:
+        if kv["key"] in PLATFORM_TEMPLATE_ENV:
+            env.setdefault(kv["key"], kv["value"])
+    template = {
+        "id": template_id,
+        "name": live.get("name") or wanted["name"],
+        "imageName": wanted["imageName"],
+        "env": [{"key": k, "value": v} for k, v in sorted(env.items())],
+        "containerDiskInGb": wanted["containerDiskInGb"],
+        "dockerArgs": wanted["dockerArgs"],
+        "volumeInGb": 0,
+    }
+    same = (
+        live.get("imageName") == template["imageName"]
+        and live.get("containerDiskInGb") == template["containerDiskInGb"]
+        and (live.get("dockerArgs") or "") == template["dockerArgs"]
+        and sorted((kv["key"], kv["value"]) for kv in live.get("env") or []) == sorted(env.items())
+    )
+    if not same:
+        await client.save_template(template)
+    return saved
+
+
+async def _wait_ready(
+    client: ControlPlaneClient,
+    endpoints: dict[str, str],
+    manifest: Manifest,
+    wait_s: float,
+    progress: _Progress,
+) -> None:
+    """Step 8: polls each endpoint's ``/health`` until it has a ready worker of its current
+    template and none booting (the local platform's ``booting``), failing on a crash at start
+    (``lastError``) or after ``wait_s``."""
+    if not endpoints:
+        return
+    on_runpod = client.target.platform == "runpod"
+    pending = dict(endpoints)
+    if on_runpod:
+        # On Runpod an endpoint with workersMin 0 starts no worker before its first request.
+        for name in [n for n in pending if manifest.resources[n].workersMin == 0]:
+            progress.note(f"{name}: not checked (workersMin 0: no worker starts before a request)")
+            del pending[name]
+    deadline = time.monotonic() + wait_s
+    failures: list[str] = []
+    label = f"Workers of {len(pending)} endpoint(s) ready"
+    with progress.step(label):
+        while pending:
+            for name, endpoint_id in list(pending.items()):
+                health = await client.endpoint_health(endpoint_id)
+                error = health.get("lastError")
+                if error:
+                    failures.append(_crash_report(name, endpoint_id, error))
+                    del pending[name]
+                elif _settled(health):
+                    del pending[name]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                failures += [
+                    f"{name} ({endpoint_id}): no worker was ready after {wait_s:g}s"
+                    for name, endpoint_id in pending.items()
+                ]
+                break
+            await asyncio.sleep(0.25)
+    if failures:
+        raise DeployError(
+            "the build is released, but " + "\n".join(failures) + "\nFix the cause and run "
+            "`flash deploy` again (`--no-wait` skips this check)."
+        )
+
+
+def _settled(health: dict[str, Any]) -> bool:
+    """No worker of the endpoint is still to come: on the local platform, whose ``/health``
+    says whether workers of the current template are ``booting``, when none is; on Runpod, once
+    a worker is ready and none initializing."""
+    workers = health.get("workers") or {}
+    if workers.get("initializing"):
+        return False
+    if "booting" in health:
+        return not health["booting"]
+    return bool(workers.get("ready"))
+
+
+def _crash_report(name: str, endpoint_id: str, error: dict[str, Any]) -> str:
+    when = "before it was ready" if error.get("beforeReady") else "after it was ready"
+    lines = [f"endpoint {name!r} ({endpoint_id}): its worker exited {when}"]
+    if error.get("exitCode") is not None:
+        lines[0] += f" with code {error['exitCode']}"
+    if error.get("message"):
+        lines.append(f"  {error['message']}")
+    tail = error.get("lastLines") or []
+    if tail:
+        lines.append(
+            "  last lines of its log" + (f" ({error['log']})" if error.get("log") else "") + ":"
+        )
+        lines += [f"    {line}" for line in tail[-15:]]
+    return "\n".join(lines)
+
+
 def deploy(
     project_dir: Path,
     target: Target,
@@ -451,9 +626,11 @@ def deploy(
     no_deps: bool = False,
     image_repository: str | None = None,
     console: Console | None = None,
+    wait_s: float | None = DEFAULT_WAIT_S,
 ) -> DeployResult:
     """Build ``project_dir`` and deploy it to ``environment_name`` of ``app_name`` (default: the
-    project directory's name, as the manifest's ``project_name``)."""
+    project directory's name, as the manifest's ``project_name``), then wait up to ``wait_s``
+    for the changed endpoints' workers (None: do not wait)."""
     from ..pack import build
 
     started = time.perf_counter()
@@ -475,6 +652,7 @@ def deploy(
                 app_name=app_name or built.manifest.project_name,
                 environment_name=environment_name,
                 console=console,
+                wait_s=wait_s,
             )
 
     result = asyncio.run(run())

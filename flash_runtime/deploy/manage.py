@@ -3,14 +3,39 @@
 
 Deleting an app or an environment deletes its endpoints first, one by one, as the reference
 implementation does against Runpod: the endpoints are the resources that cost money, and a
-failure then names the endpoint that is left.
+failure then names the endpoint that is left. Each endpoint's template goes with it when the
+deployer made it (its name begins with :func:`template_prefix`): Runpod keeps templates after
+their endpoints, and template names are unique, so a left-over one would block the next
+endpoint of the same configuration.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..protocol.controlplane import ControlPlaneClient
+from ..protocol.controlplane import ControlPlaneClient, GraphQLRequestError
+
+
+def template_prefix(app: str, environment: str) -> str:
+    """How the names of the templates the deployer creates for an environment begin."""
+    return f"{app}__{environment}__"
+
+
+async def delete_endpoint(
+    client: ControlPlaneClient, endpoint: dict[str, Any], prefix: str
+) -> None:
+    """Deletes the endpoint (``id``, ``templateId``), then its template if the deployer made it
+    (the name begins with ``prefix``)."""
+    await client.delete_endpoint(endpoint["id"])
+    template_id = endpoint.get("templateId")
+    if not template_id:
+        return
+    try:
+        name = (await client.template(template_id)).get("name") or ""
+        if name.startswith(prefix):
+            await client.delete_template(name)
+    except GraphQLRequestError:
+        pass  # gone already, or in use by another endpoint: nothing of ours to clean up
 
 
 async def environment_details(
@@ -59,20 +84,23 @@ async def create_environment(
 
 
 async def remove_endpoints(
-    client: ControlPlaneClient, environment: dict[str, Any]
+    client: ControlPlaneClient, app_name: str, environment: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Deletes the environment's endpoints (``environment`` as ``GET_ENVIRONMENT`` returns it);
-    returns them."""
+    """Deletes the environment's endpoints (``environment`` as ``GET_ENVIRONMENT`` returns it)
+    and their templates; returns them."""
     endpoints: list[dict[str, Any]] = environment.get("endpoints") or []
+    prefix = template_prefix(app_name, environment["name"])
     for endpoint in endpoints:
-        await client.delete_endpoint(endpoint["id"])
+        await delete_endpoint(client, endpoint, prefix)
     return endpoints
 
 
-async def delete_environment(client: ControlPlaneClient, environment_id: str) -> list[str]:
+async def delete_environment(
+    client: ControlPlaneClient, app_name: str, environment_id: str
+) -> list[str]:
     """Deletes an environment and its endpoints; returns the endpoints' names."""
     environment = await client.environment(environment_id)
-    removed = await remove_endpoints(client, environment)
+    removed = await remove_endpoints(client, app_name, environment)
     await client.delete_environment(environment_id)
     return [endpoint["name"] for endpoint in removed]
 
@@ -82,7 +110,7 @@ async def delete_app(client: ControlPlaneClient, app: dict[str, Any]) -> list[st
     ``env/endpoint`` names."""
     removed = []
     for env in app.get("flashEnvironments") or []:
-        names = await delete_environment(client, env["id"])
+        names = await delete_environment(client, app["name"], env["id"])
         removed += [f"{env['name']}/{name}" for name in names]
     await client.delete_app(app["id"])
     return removed

@@ -652,7 +652,7 @@ class DevServer:
         if env_ref is None:
             return
         environment = await client.environment(env_ref["id"])
-        removed = await remove_endpoints(client, environment)
+        removed = await remove_endpoints(client, self.app_name, environment)
         if removed:
             names = ", ".join(ep["name"] for ep in removed)
             self.terminal.ok(

@@ -14,6 +14,7 @@ standard ``{"errors": [...]}`` shape with a message saying what to do.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import re
@@ -49,7 +50,15 @@ from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
 from ..protocol.local import PlatformConfig
-from .controlplane_store import App, Build, ControlPlaneStore, Endpoint, Environment, Template
+from .controlplane_store import (
+    App,
+    Build,
+    ControlPlaneStore,
+    Endpoint,
+    Environment,
+    Template,
+    runpod_id,
+)
 from .model import EndpointSpec, Runtime
 from .serverless import bearer_ok
 from .uploads import (
@@ -252,11 +261,14 @@ class ControlPlane:
             raise OperationError(
                 f"build {build_id} belongs to another app than environment {env.name!r}"
             )
+        self._check_python(build)
         async with self._lock(environment_id):
             self.environment(environment_id)  # still there after waiting for the lock
             self.store.set_environment_state(environment_id, "deploying", build_id)
             # Endpoints whose resource the new build lacks keep their build: the deployer
-            # deletes them next, and rolling them would start workers that cannot boot.
+            # deletes them next, and their next workers could not boot on this one. The others
+            # run it from their next worker on (running workers are not restarted: see
+            # ``deployBuildToEnvironment`` in the schema).
             rolling = [
                 ep
                 for ep in self.store.endpoints(environment_id)
@@ -301,14 +313,18 @@ class ControlPlane:
                 "(deployBuildToEnvironment) before saving its endpoints"
             )
         build = self.build(env.active_build_id)
-        template = self._template_for(data, existing)
+        self._check_python(build)
         name = _check_name("endpoint", data["name"])
+        template = self._template_for(data, existing, name)
         resource_name = self._resource_for(name, template.env, build)
         endpoint_type = self._type_for(data, template.env, build, resource_name)
         settings = _settings(data)
 
         async with self._lock(env_id):
             self.environment(env_id)  # still there after waiting for the lock
+            created = None
+            if not template.id:  # an inline template: saved with the endpoint, or not at all
+                created = template = self._create_template(template.to_input())
             self.store.set_environment_state(env_id, "updating")
             endpoint = self.store.save_endpoint(
                 existing.id if existing else None,
@@ -325,6 +341,8 @@ class ControlPlane:
             except Exception:
                 if existing is None:
                     self.store.delete_endpoint(endpoint.id)
+                    if created is not None:
+                        self.store.delete_template(created.id)
                 self.store.set_environment_state(env_id, "failed")
                 raise
             self.store.set_environment_state(env_id, "deployed")
@@ -349,10 +367,21 @@ class ControlPlane:
             except OperationError:
                 self.store.set_environment_state(endpoint.environment_id, "failed")
 
-    def _template_for(self, data: dict[str, Any], existing: Endpoint | None) -> Template:
-        if data.get("template") is not None:
-            return self.store.create_template(data["template"])
-        template_id = data.get("templateId") or (existing.template_id if existing else None)
+    def _template_for(self, data: dict[str, Any], existing: Endpoint | None, name: str) -> Template:
+        """The endpoint's template: an existing one (``templateId``, else the endpoint's), or an
+        inline one not saved yet (its ``id`` empty; its name checked to be free)."""
+        inline, template_id = data.get("template"), data.get("templateId")
+        if inline is not None and template_id:
+            raise OperationError(
+                "give either `template` (a new template) or `templateId` (an existing one), not "
+                "both; Runpod refuses an endpoint input with both"
+            )
+        if inline is not None:
+            body = dict(inline)
+            body["name"] = body.get("name") or f"{name}__{runpod_id(8)}"
+            self._check_template_name(body["name"], None)
+            return Template.from_input("", body)
+        template_id = template_id or (existing.template_id if existing else None)
         if not template_id:
             raise OperationError(
                 "an endpoint needs a template: give `template` (image and env) or `templateId`"
@@ -361,6 +390,91 @@ class ControlPlane:
         if template is None:
             raise OperationError(f"template not found: no template has id {template_id!r}")
         return template
+
+    def _check_template_name(self, name: str, template_id: str | None) -> None:
+        holder = self.store.template_named(name)
+        if holder is not None and holder.id != template_id:
+            raise OperationError(
+                f"a template named {name!r} already exists (template {holder.id}); template "
+                "names are unique: change that one with saveTemplate(input: {id: ...}), or give "
+                "the new one another name"
+            )
+
+    def _create_template(self, body: dict[str, Any]) -> Template:
+        self._check_template_name(str(body.get("name") or ""), None)
+        return self.store.create_template(body)
+
+    def _check_python(self, build: Build) -> None:
+        """Refuses a build whose Python the platform cannot run workers on: its workers would
+        crash at every start."""
+        version = str(build.manifest.get("python_version") or "")
+        runnable = self.runtime.python_versions
+        if version and version not in runnable:
+            available = ", ".join(sorted(runnable))
+            raise OperationError(
+                f"build {build.id} is for Python {version}, and this platform runs workers on "
+                f"Python {available} only; rebuild for {available} (the reference's "
+                f"`flash build --python-version {min(runnable)}`, or `flash build` run by that "
+                "Python)"
+            )
+
+    # templates
+
+    def pod_template(self, template_id: str) -> Template:
+        template = self.store.template(template_id)
+        if template is None:
+            raise OperationError(f"template not found: no template has id {template_id!r}")
+        return template
+
+    async def save_template(self, data: dict[str, Any]) -> Template:
+        """Creates a template, or replaces one (``id``) and rolls the endpoints that use it."""
+        name = str(data["name"]).strip()
+        if not name:
+            raise OperationError("a template needs a name")
+        if not data.get("id"):
+            return self._create_template({**data, "name": name})
+        old = self.pod_template(data["id"])
+        self._check_template_name(name, old.id)
+        new = Template.from_input(old.id, {**data, "name": name})
+        using = [ep for ep in self.store.endpoints() if ep.template_id == old.id]
+        for ep in using:
+            self._check_python(self.build(ep.build_id))
+        self.store.update_template(new)
+        for ep in using:
+            async with self._lock(ep.environment_id):
+                current = self.store.endpoint(ep.id)
+                if current is None:
+                    continue
+                self.store.set_environment_state(ep.environment_id, "updating")
+                try:
+                    await self._apply(current, self.build(current.build_id))
+                except Exception:
+                    self.store.set_environment_state(ep.environment_id, "failed")
+                    raise
+                self.store.set_environment_state(ep.environment_id, "deployed")
+        return new
+
+    def delete_template(self, name: str) -> bool:
+        template = self.store.template_named(name)
+        if template is None:
+            raise OperationError(f"template not found: no template is named {name!r}")
+        users = [ep.name for ep in self.store.endpoints() if ep.template_id == template.id]
+        if users:
+            raise OperationError(
+                f"template {name!r} is in use by endpoint(s) {', '.join(sorted(users))}: delete "
+                "them first"
+            )
+        self.store.delete_template(template.id)
+        return True
+
+    def environment_state(self, env: Environment) -> str:
+        """The stored state, except that an environment whose endpoints' workers crash at start
+        is ``failed`` until one of them is ready again."""
+        if env.state == "deployed" and any(
+            self.runtime.failure(ep.id) for ep in self.store.endpoints(env.id)
+        ):
+            return "failed"
+        return env.state
 
     @staticmethod
     def _resource_for(name: str, template_env: dict[str, str], build: Build) -> str:
@@ -417,6 +531,8 @@ class ControlPlane:
             execution_timeout_ms=setting("executionTimeoutMs", "execution_timeout_ms"),
             max_concurrency=int(resource.get("max_concurrency") or 1),
             env=dict(template.env) if template else {},
+            image=(template.image_name or "") if template else "",
+            template_version=_digest(template.to_input()) if template else "",
         )
 
     def _record_url(self, build_id: str, resource: str, url: str | None) -> None:
@@ -465,6 +581,10 @@ class ControlPlane:
         recorded = (build.manifest.get("resources_endpoints") if build else None) or {}
         if url is not None and recorded.get(endpoint.resource_name) == url:
             self._record_url(endpoint.build_id, endpoint.resource_name, None)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def _valid_manifest(manifest: Any) -> dict[str, Any]:
@@ -517,6 +637,7 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
                 input["flashAppId"], input["name"]
             ),
             "flashBuild": lambda _, info, flashBuildId: cp.build(flashBuildId),
+            "podTemplate": lambda _, info, id: cp.pod_template(id),
         },
         "Mutation": {
             "createFlashApp": lambda _, info, input: cp.create_app(input["name"]),
@@ -541,6 +662,8 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             ),
             "saveEndpoint": lambda _, info, input: cp.save_endpoint(input),
             "deleteEndpoint": lambda _, info, id: cp.delete_endpoint(id),
+            "saveTemplate": lambda _, info, input: cp.save_template(input),
+            "deleteTemplate": lambda _, info, templateName: cp.delete_template(templateName),
         },
         "User": {
             "flashApps": lambda _, info: store.apps(),
@@ -555,6 +678,7 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             "endpoints": lambda env, info: store.endpoints(env.id),
             "networkVolumes": lambda env, info: [],
             "activeArtifact": lambda env, info: cp.active_artifact(env, _base_url(info)),
+            "state": lambda env, info: cp.environment_state(env),
         },
         "Endpoint": {
             "template": lambda ep, info: store.template(ep.template_id),
@@ -565,6 +689,8 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
         },
         "PodTemplate": {
             "env": lambda template, info: [{"key": k, "value": v} for k, v in template.env.items()],
+            "readme": lambda template, info: template.other.get("readme"),
+            "isServerless": lambda template, info: template.other.get("isServerless"),
         },
     }
 

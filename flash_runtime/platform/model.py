@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -32,16 +32,25 @@ class EndpointSpec:
     execution_timeout_ms: int = 0  # 0: no limit
     max_concurrency: int = 1
     env: dict[str, str] = field(default_factory=dict)  # extra worker environment
+    image: str = ""  # the template's imageName
+    # A digest of the endpoint's template: workers roll when it changes, not when the build does
+    # (as on Runpod, where running workers keep the build they started with).
+    template_version: str = ""
 
 
 class Runtime(Protocol):
     """Runs endpoints. Implemented by the platform's supervisor."""
 
+    # The Python versions ("3.11") whose artifacts the runtime can run workers for.
+    python_versions: frozenset[str]
+
     async def apply(self, spec: EndpointSpec) -> str:
         """Create or update an endpoint; returns its URL.
 
-        Idempotent. A spec whose build changed rolls the endpoint's workers onto the new
-        artifact without dropping accepted jobs or in-flight requests.
+        Idempotent. A spec whose template changed (``template_version``, ``env``, ``image``)
+        rolls the endpoint's workers onto it without dropping accepted jobs or in-flight
+        requests; a spec whose build alone changed leaves running workers alone, and the workers
+        started from then on run the new artifact.
         """
         ...
 
@@ -51,4 +60,9 @@ class Runtime(Protocol):
 
     def url_of(self, endpoint_id: str) -> str | None:
         """The URL of a running endpoint (QB: ``{base}/v2/{id}``; LB: its own base URL)."""
+        ...
+
+    def failure(self, endpoint_id: str) -> dict[str, Any] | None:
+        """The last crash of the endpoint's workers while none of its current ones is ready
+        (``lastError`` of its ``/health``); None when it serves or has not failed."""
         ...

@@ -4,14 +4,23 @@ and the whole picture ``flash platform status`` prints. Read-only views of the r
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..protocol.local import PlatformConfig
 from .jobs import JobStore
 from .state import EndpointState
 from .supervisor import WorkerState
 
-if TYPE_CHECKING:
-    from .runtime import PlatformRuntime
+
+class Reported(Protocol):
+    """What the reports read of the runtime (``runtime.PlatformRuntime``)."""
+
+    config: PlatformConfig
+    jobs: JobStore
+    endpoints: dict[str, EndpointState]
+    started_at: float
+
+    def url_of(self, endpoint_id: str) -> str | None: ...
 
 
 def health(ep: EndpointState, jobs: JobStore) -> dict[str, Any]:
@@ -42,10 +51,18 @@ def health(ep: EndpointState, jobs: JobStore) -> dict[str, Any]:
     }
     if ep.failures and ep.last_error:
         body["lastError"] = ep.last_error
+    # LOCAL: whether workers of the endpoint's current template are still to come (a roll, a
+    # boot check, the minimum not reached yet): a deploy waits for this to clear.
+    spec = ep.spec
+    body["booting"] = bool(
+        ep.boot_check
+        or ep.outdated()
+        or len(ep.current()) < min(spec.workers_min, spec.workers_max)
+    )
     return body
 
 
-def describe(runtime: PlatformRuntime, ep: EndpointState) -> dict[str, Any]:
+def describe(runtime: Reported, ep: EndpointState) -> dict[str, Any]:
     """One endpoint for ``flash platform status``."""
     spec = ep.spec
     return {
@@ -65,7 +82,7 @@ def describe(runtime: PlatformRuntime, ep: EndpointState) -> dict[str, Any]:
     }
 
 
-def status(runtime: PlatformRuntime) -> dict[str, Any]:
+def status(runtime: Reported) -> dict[str, Any]:
     """The platform: where it listens, since when, and every endpoint it runs."""
     return {
         "url": runtime.config.url,

@@ -18,8 +18,9 @@ Scaling, checked every ``tick_s`` and whenever something changes (per endpoint):
   ``scalerValue`` seconds (Runpod does the same: a scaled-to-zero endpoint wakes on demand).
 * Scaling up adds one worker at a time and waits for it to boot before adding the next.
 * A ready worker without work for ``idleTimeout`` seconds is drained (never below the minimum).
-* A new build (or a changed worker environment) rolls: workers of the new spec start, the old
-  ones keep serving until one new worker is ready, then drain (finish in-flight work, exit).
+* A changed template (image, env) rolls: workers of the new spec start, the old ones keep
+  serving until one new worker is ready, then drain (finish in-flight work, exit). A new build
+  alone rolls nothing, as on Runpod: workers started after it run it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import dataclasses
 import logging
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -93,6 +95,7 @@ class PlatformRuntime:
         self.app_dirs = AppDirs(config.apps_dir)
         self._closing = False
         self.started_at = time.time()
+        self.python_versions = frozenset({f"{sys.version_info.major}.{sys.version_info.minor}"})
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class PlatformRuntime:
         ep = self.endpoints.get(spec.id)
         if ep is None:
             ep = await self._add(spec, None)
+            ep.boot_check = spec.workers_min == 0
         else:
             await self._update(ep, spec)
         save_endpoint(self.conn, spec, ep.lb_port)
@@ -188,6 +192,15 @@ class PlatformRuntime:
         if ep.spec.type == "lb":
             return f"http://{self.config.host}:{ep.lb_port}"
         return f"{self.config.url}/v2/{endpoint_id}"
+
+    def failure(self, endpoint_id: str) -> dict[str, Any] | None:
+        """See ``model.Runtime.failure``."""
+        ep = self.endpoints.get(endpoint_id)
+        if ep is None or not ep.failures or ep.last_error is None:
+            return None
+        if any(w.state is WorkerState.READY for w in ep.current()):
+            return None
+        return ep.last_error
 
     # -- lookups for the HTTP front ends ----------------------------------------------------
 
@@ -224,6 +237,8 @@ class PlatformRuntime:
             (worker.ready_at or 0) - worker.started_at,
         )
         ep.restart_clean()
+        if worker.generation == ep.generation:
+            ep.boot_check = False
         ep.notify()
         self.kick()
 
@@ -293,15 +308,17 @@ class PlatformRuntime:
                 ep.balancer = None
             if spec.type == "lb":
                 await self._start_balancer(ep, ep.lb_port)
-        generation = generation_of(spec)
-        if generation == ep.generation:
-            return
-        log.info("endpoint %s (%s): new spec %s, rolling workers", spec.id, spec.name, generation)
-        ep.generation = generation
+        # Workers started from now on run the new artifact (a new build alone rolls nothing).
         ep.app_dir = await self.app_dirs.for_artifact(
             Path(spec.artifact_path), spec.build_id or spec.id
         )
+        generation = generation_of(spec)
+        if generation == ep.generation:
+            return
+        log.info("endpoint %s (%s): new template %s, rolling", spec.id, spec.name, generation)
+        ep.generation = generation
         ep.restart_clean()
+        ep.boot_check = spec.workers_min == 0
         outdated = ep.outdated()
         for worker in outdated:
             if worker.state is WorkerState.STARTING or spec.type != old.type:
@@ -442,6 +459,7 @@ class PlatformRuntime:
             roll_target=ep.roll_target,
             not_before=ep.not_before,
             lb_waiting=ep.lb_waiting,
+            boot_check=ep.boot_check,
         )
         if spec.type == "qb":
             queue = self.jobs.queue(ep.id)

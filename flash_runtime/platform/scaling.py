@@ -18,6 +18,10 @@ start and which to drain, and why. It reads no clock and changes nothing; the ru
 3. **Too many** (``workersMax`` lowered): the least busy of our own workers are drained.
 4. **Idle.** Ready workers of ours idle for ``idleTimeout`` seconds are drained, oldest
    activity first, keeping the minimum and the roll target.
+
+A **boot check** (``boot_check``: an endpoint just created, or just given a new template, with
+no worker to keep) counts as work waiting: one worker starts, so that a deploy learns whether the
+code boots; once ready it idles out like any other.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class EndpointView:
     running: int = 0  # queue: jobs running
     oldest_wait: float = 0.0  # queue: seconds the oldest queued job has waited
     lb_waiting: int = 0  # load-balanced: requests waiting for a ready worker
+    boot_check: bool = False  # start one worker to see that it boots (see the module's rules)
 
 
 @dataclass
@@ -83,7 +88,7 @@ def plan(ep: EndpointView, workers: Sequence[WorkerView], now: float) -> Plan:
     elif not outdated:
         out.roll_target = 0
 
-    want = max(n, minimum, out.roll_target)
+    want = max(n, minimum, out.roll_target, 1 if ep.boot_check else 0)
     if ep.kind == "qb":
         if ep.queued and n == 0:
             want = max(want, 1)

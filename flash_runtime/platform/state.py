@@ -47,6 +47,7 @@ class EndpointState:
     last_error: dict[str, Any] | None = None
     roll_target: int = 0  # new-spec workers to start while old ones still serve
     lb_waiting: int = 0  # load-balanced requests waiting for a ready worker
+    boot_check: bool = False  # start one worker to see the current spec boot (scaling.py)
     removed: bool = False
     _changed: asyncio.Event | None = None
 
@@ -72,6 +73,7 @@ class EndpointState:
         """Records that ``worker`` exited without being asked to; returns the delay before the
         next worker may start (``backoff`` of the consecutive failures)."""
         stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
+        self.boot_check = False  # it was seen: the crash is reported, not retried for nothing
         self.failures = 1 if stable else self.failures + 1
         delay = backoff(self.failures)
         self.not_before = now + delay

@@ -64,14 +64,16 @@ def load_endpoints(conn: sqlite3.Connection) -> list[tuple[EndpointSpec, int | N
 
 
 def generation_of(spec: EndpointSpec) -> str:
-    """What a worker runs: workers of another generation must be replaced (rolling update)."""
+    """What a worker was started as: workers of another generation are replaced (a rolling
+    update). The build is not part of it: as on Runpod, a new build alone does not restart
+    running workers; a changed template does."""
     key = orjson.dumps(
         [
-            str(spec.artifact_path),
-            spec.build_id,
             spec.resource_name,
             spec.type,
             spec.python_version,
+            spec.image,
+            spec.template_version,
             sorted(spec.env.items()),
         ]
     )

@@ -225,6 +225,33 @@ class ControlPlaneClient:
     async def delete_endpoint(self, endpoint_id: str) -> None:
         await self.execute(ops.DELETE_ENDPOINT, {"id": endpoint_id})
 
+    async def endpoint_health(self, endpoint_id: str) -> dict[str, Any]:
+        """The endpoint's ``GET /health`` on the platform's serverless API."""
+        url = f"{self.target.queue_url_base}/{endpoint_id}/health"
+        headers = {"Authorization": f"Bearer {self.target.api_key}"}
+        try:
+            async with self._http().get(url, headers=headers) as response:
+                if response.status >= 400:
+                    text = (await response.text())[:300]
+                    raise ControlPlaneError(f"{url} answered HTTP {response.status}: {text}")
+                return cast(dict[str, Any], await response.json())
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise self._unreachable(url, exc) from None
+
+    # templates
+
+    async def template(self, template_id: str) -> dict[str, Any]:
+        data = await self.execute(ops.GET_TEMPLATE, {"id": template_id})
+        return cast(dict[str, Any], data["podTemplate"])
+
+    async def save_template(self, template: dict[str, Any]) -> dict[str, Any]:
+        """Creates a template, or replaces the one ``template["id"]`` names."""
+        data = await self.execute(ops.SAVE_TEMPLATE, {"input": template})
+        return cast(dict[str, Any], data["saveTemplate"])
+
+    async def delete_template(self, name: str) -> None:
+        await self.execute(ops.DELETE_TEMPLATE, {"templateName": name})
+
     # discovery (cross-endpoint calls)
 
     async def discover_environment(self, environment_id: str) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ query getFlashEnvironment($flashEnvironmentId: String!) {
     state
     activeBuildId
     createdAt
-    endpoints { id name }
+    endpoints { id name templateId }
     networkVolumes { id name }
   }
 }
@@ -75,7 +75,7 @@ query getFlashEnvironmentByName($input: FlashEnvironmentByNameInput!) {
     name
     state
     activeBuildId
-    endpoints { id name }
+    endpoints { id name templateId }
     networkVolumes { id name }
   }
 }
@@ -142,6 +142,30 @@ mutation saveEndpoint($input: EndpointInput!) {
 DELETE_ENDPOINT = """
 mutation deleteEndpoint($id: String!) {
   deleteEndpoint(id: $id)
+}
+"""
+
+# Templates: an endpoint's image and env. Updating an endpoint's template in place (rather than
+# sending a new inline template, whose name would already be taken) is what makes Runpod roll
+# its workers.
+
+_TEMPLATE_FIELDS = "id name imageName containerDiskInGb dockerArgs env { key value }"
+
+GET_TEMPLATE = f"""
+query getTemplate($id: String!) {{
+  podTemplate(id: $id) {{ {_TEMPLATE_FIELDS} }}
+}}
+"""
+
+SAVE_TEMPLATE = f"""
+mutation saveTemplate($input: SaveTemplateInput) {{
+  saveTemplate(input: $input) {{ {_TEMPLATE_FIELDS} }}
+}}
+"""
+
+DELETE_TEMPLATE = """
+mutation deleteTemplate($templateName: String) {
+  deleteTemplate(templateName: $templateName)
 }
 """
 

@@ -54,7 +54,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def run_deploy(cp: ControlPlaneServer, project: Path, env: str = "production") -> DeployResult:
-    return deploy(project, cp.target, environment_name=env)
+    return deploy(project, cp.target, environment_name=env, wait_s=None)
 
 
 def versions(cp: ControlPlaneServer, env_id: str) -> dict[str, tuple[str, int, str]]:
@@ -66,6 +66,14 @@ def versions(cp: ControlPlaneServer, env_id: str) -> dict[str, tuple[str, int, s
         ep["name"]: (ep["id"], ep["version"], ep["activeBuildid"])
         for ep in data["flashEnvironment"]["endpoints"]
     }
+
+
+def templates(cp: ControlPlaneServer, env_id: str) -> dict[str, str]:
+    """resource -> its endpoint's template id."""
+    query = """query q($id: String!) { flashEnvironment(flashEnvironmentId: $id) {
+        endpoints { name templateId } } }"""
+    data = cp.call(lambda c: c.execute(query, {"id": env_id}))
+    return {ep["name"]: ep["templateId"] for ep in data["flashEnvironment"]["endpoints"]}
 
 
 def test_first_deploy_creates_everything(control_plane: ControlPlaneServer, shop: Path) -> None:
@@ -114,6 +122,9 @@ def test_redeploy_creates_updates_deletes_and_leaves_the_rest(
     cp = control_plane
     first = run_deploy(cp, shop)
     before = versions(cp, first.environment_id)
+    first_api = cp.runtime.live[before["api"][0]]
+    first_templates = templates(cp, first.environment_id)
+    del first_templates["jobs"]
 
     edit(shop / "worker.py", "workers=(0, 1)", "workers=(0, 2)")  # changed
     (shop / "jobs.py").unlink()  # removed
@@ -125,14 +136,20 @@ def test_redeploy_creates_updates_deletes_and_leaves_the_rest(
     edit(shop / "api.py", 'return {"release": RELEASE}', 'return {"release": RELEASE, "n": 2}')
     second = run_deploy(cp, shop)
 
+    # New code is a new source fingerprint in every template: each endpoint is updated, its
+    # template saved in place (same id), which is what rolls workers on Runpod.
     actions = {ep.resource: ep.action for ep in second.endpoints}
-    assert actions == {"api": "unchanged", "extra": "created", "worker": "updated"}
+    assert actions == {"api": "updated", "extra": "created", "worker": "updated"}
     assert second.removed == ["jobs"]
     after = versions(cp, second.environment_id)
     assert sorted(after) == ["api", "extra", "worker"]
-    # Unchanged config: same endpoint, never saved again, but its workers run the new code.
-    assert after["api"][:2] == before["api"][:2] and after["api"][2] == second.build_id
+    assert after["api"][0] == before["api"][0] and after["api"][2] == second.build_id
     assert after["worker"][0] == before["worker"][0] and after["worker"][1] == 2
+    api = cp.runtime.live[after["api"][0]]
+    assert api.env["_FLASH_SOURCE_FINGERPRINT"] != first_api.env["_FLASH_SOURCE_FINGERPRINT"]
+    assert api.template_version != first_api.template_version
+    now = templates(cp, second.environment_id)
+    assert {name: now[name] for name in ("api", "worker")} == first_templates
     assert cp.runtime.removed == [before["jobs"][0]]
     assert cp.runtime.live[after["worker"][0]].workers_max == 2
 

@@ -94,7 +94,7 @@ def endpoint_payload(
         "name": name,
         "flashEnvironmentId": env_id,
         "template": {
-            "name": f"t-{name}",
+            "name": f"t-{name}-{env_id[:8]}",
             "imageName": "runpod/flash-cpu:py3.11-latest",
             "env": [
                 {"key": "FLASH_RESOURCE_NAME", "value": resource or name},
@@ -313,17 +313,25 @@ def test_save_update_and_delete_an_endpoint(
     )
     assert spec.env["MODE"] == "x" and spec.env["FLASH_RESOURCE_NAME"] == "api"
 
-    updated = cp.call(
-        lambda c: c.save_endpoint(
-            {**endpoint_payload("api", env["id"], workersMax=5), "id": saved["id"]}
-        )
-    )
+    # Runpod's update: the settings with the endpoint's templateId (an inline template would be
+    # a second template of the same name, which Runpod refuses).
+    update = {**endpoint_payload("api", env["id"], workersMax=5), "id": saved["id"]}
+    with pytest.raises(GraphQLRequestError, match=r"a template named 't-api-.*' already exists"):
+        cp.call(lambda c: c.save_endpoint(update))
+    with pytest.raises(GraphQLRequestError, match="not both"):
+        cp.call(lambda c: c.save_endpoint({**update, "templateId": saved["templateId"]}))
+    del update["template"]
+    updated = cp.call(lambda c: c.save_endpoint({**update, "templateId": saved["templateId"]}))
     assert updated["id"] == saved["id"] and updated["version"] == 2 and updated["workersMax"] == 5
+    assert updated["templateId"] == saved["templateId"]
     assert cp.runtime.applied[-1].workers_max == 5
+    assert cp.runtime.applied[-1].template_version == spec.template_version  # no roll
 
     environment = cp.call(lambda c: c.environment(env["id"]))
     assert environment["state"] == "deployed"
-    assert environment["endpoints"] == [{"id": saved["id"], "name": "api"}]
+    assert environment["endpoints"] == [
+        {"id": saved["id"], "name": "api", "templateId": saved["templateId"]}
+    ]
 
     # The platform keeps the build manifest's URLs true to what runs.
     urls = cp.call(lambda c: c.build(build["id"]))["manifest"]["resources_endpoints"]
@@ -335,6 +343,56 @@ def test_save_update_and_delete_an_endpoint(
     assert cp.call(lambda c: c.environment(env["id"]))["endpoints"] == []
     with pytest.raises(GraphQLRequestError, match="endpoint not found"):
         cp.call(lambda c: c.delete_endpoint(saved["id"]))
+
+
+def test_templates_are_unique_by_name_and_saving_one_rolls_its_endpoints(
+    control_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    cp = control_plane
+    _, env, _ = _released_environment(cp, tmp_path, manifest_for("worker"))
+    saved = cp.call(lambda c: c.save_endpoint(endpoint_payload("worker", env["id"])))
+    template_id = saved["templateId"]
+    name = f"t-worker-{env['id'][:8]}"
+    live = cp.call(lambda c: c.template(template_id))
+    assert live["name"] == name and live["imageName"] == "runpod/flash-cpu:py3.11-latest"
+    first = cp.runtime.applied[-1]
+
+    body = {
+        "name": name,
+        "imageName": "runpod/flash-cpu:py3.11-latest",
+        "env": [*live["env"], {"key": "_FLASH_SOURCE_FINGERPRINT", "value": "v2"}],
+        "containerDiskInGb": 10,
+        "dockerArgs": "",
+        "volumeInGb": 0,
+    }
+    with pytest.raises(GraphQLRequestError, match="already exists"):
+        cp.call(lambda c: c.save_template(body))  # a new one with a taken name
+    replaced = cp.call(lambda c: c.save_template({**body, "id": template_id}))
+    assert replaced["id"] == template_id
+    rolled = cp.runtime.applied[-1]
+    assert rolled.id == saved["id"] and rolled.env["_FLASH_SOURCE_FINGERPRINT"] == "v2"
+    assert rolled.template_version != first.template_version
+
+    # The template outlives its endpoint (as on Runpod) until it is deleted by name.
+    with pytest.raises(GraphQLRequestError, match="in use by endpoint"):
+        cp.call(lambda c: c.delete_template(name))
+    cp.call(lambda c: c.delete_endpoint(saved["id"]))
+    assert cp.call(lambda c: c.template(template_id))["name"] == name
+    cp.call(lambda c: c.delete_template(name))
+    with pytest.raises(GraphQLRequestError, match="template not found"):
+        cp.call(lambda c: c.template(template_id))
+    again = cp.call(lambda c: c.save_endpoint(endpoint_payload("worker", env["id"])))
+    assert again["templateId"] != template_id
+
+
+def test_a_build_for_another_python_is_refused_at_deploy(
+    control_plane: ControlPlaneServer, tmp_path: Path
+) -> None:
+    cp = control_plane
+    manifest = {**manifest_for("worker"), "python_version": "3.9"}
+    with pytest.raises(GraphQLRequestError, match=r"Python 3\.9.*runs workers on Python"):
+        _released_environment(cp, tmp_path, manifest)
+    assert cp.runtime.applied == []
 
 
 def test_endpoint_input_errors_say_what_to_fix(

@@ -88,7 +88,9 @@ def ready_workers(platform: InProcessPlatform, endpoint_id: str) -> list[dict[st
 
 
 def test_official_client_from_a_cold_start_to_scale_down(client: InProcessPlatform) -> None:
-    assert endpoint_status(client, ECHO)["workers"] == []  # scaled to zero
+    # The worker the platform boots once for a new endpoint (its boot check) idles out: the
+    # endpoint is at zero.
+    wait_until(lambda: not endpoint_status(client, ECHO)["workers"], what="scale to zero")
     endpoint = runpod.Endpoint(ECHO)
     assert endpoint.run_sync({"value": [1, "two"]}, timeout=60) == {"echo": [1, "two"]}
 
@@ -285,13 +287,25 @@ def test_a_worker_that_fails_to_boot_is_reported_with_its_log(client: InProcessP
     assert endpoint_status(client, BROKEN)["health"]["lastError"]["log"] == error["log"]
 
 
-def test_a_new_build_rolls_the_workers_without_losing_jobs(client: InProcessPlatform) -> None:
+def test_a_new_build_alone_leaves_running_workers_alone(client: InProcessPlatform) -> None:
+    """As on Runpod: workers keep the build they started with; only a template change rolls."""
+    assert client.runtime is not None
+    ep = client.runtime.endpoints[SLOW]
+    wait_until(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
+    before = (ep.generation, {w["id"] for w in ready_workers(client, SLOW)})
+    client.apply(replace(ep.spec, build_id="build-only"))
+    assert ep.spec.build_id == "build-only"  # what the next worker runs
+    assert (ep.generation, {w["id"] for w in ready_workers(client, SLOW)}) == before
+    assert not ep.outdated() and ep.roll_target == 0
+
+
+def test_a_new_template_rolls_the_workers_without_losing_jobs(client: InProcessPlatform) -> None:
     assert client.runtime is not None
     current = client.runtime.endpoints[SLOW].spec
     wait_until(lambda: len(ready_workers(client, SLOW)) == 2, what="two ready workers")
     old = {w["id"] for w in ready_workers(client, SLOW)}
     jobs = [runpod.Endpoint(SLOW).run({"seconds": 0.5, "tag": f"roll{i}"}) for i in range(6)]
-    client.apply(replace(current, build_id="build2"))
+    client.apply(replace(current, build_id="build2", template_version="template2"))
     outputs = [job.output(timeout=60) for job in jobs]
     assert [o["tag"] for o in outputs] == [f"roll{i}" for i in range(6)]
     wait_until(

@@ -96,6 +96,12 @@ CASES = [
     ),
     Case("external workers are not drained when idle", qb(), [ready("ext", ours=False, last_active=0)]),
     Case("starting workers are not idle", qb(), [starting("a", last_active=0)]),
+    # -- boot check
+    Case("boot check: a new endpoint starts one worker", qb(boot_check=True), spawn=1),
+    Case("boot check: lb too", lb(boot_check=True), spawn=1),
+    Case("boot check: one starting is enough", qb(boot_check=True), [starting("a")]),
+    Case("boot check: not beyond workersMax 0", qb(workers_max=0, boot_check=True)),
+    Case("boot check: waits out the crash backoff", qb(boot_check=True, not_before=NOW + 1)),
     # -- rolling update
     Case(
         "roll: old workers serve until a new one is ready",
