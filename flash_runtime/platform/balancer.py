@@ -26,7 +26,7 @@ import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
 from . import reporting, transport
@@ -319,6 +319,22 @@ class Balancer:
         return await transport.relay(upstream, lambda: context.__aexit__(None, None, None))
 
 
+async def _forward_to(
+    runtime: BalancerHost, endpoint_id: str, request: Request, target: str
+) -> Response:
+    ep = runtime.endpoint(endpoint_id)
+    if not key_matches(request.headers.get("authorization"), runtime.config.api_key):
+        return transport.json_response(401, UNAUTHORIZED_BODY)
+    balancer = ep.balancer if ep is not None else None
+    if not isinstance(balancer, Balancer):
+        return transport.json_response(
+            404, {"error": f"load-balanced endpoint {endpoint_id!r} not found"}
+        )
+    if request.url.query:
+        target += "?" + request.url.query
+    return await balancer.forward(request, target)
+
+
 def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
     """``{platform}/lb/{endpoint_id}/{path}``: a load-balanced endpoint through the platform's
     own port, for clients that derive an endpoint's URL from its id alone (the deployer, and
@@ -326,21 +342,31 @@ def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
     endpoint's own base URL (``Runtime.url_of``) is the same routes without the prefix."""
 
     async def alias(request: Request) -> Response:
-        endpoint_id = request.path_params["endpoint_id"]
-        ep = runtime.endpoint(endpoint_id)
-        if not key_matches(request.headers.get("authorization"), runtime.config.api_key):
-            return transport.json_response(401, UNAUTHORIZED_BODY)
-        balancer = ep.balancer if ep is not None else None
-        if not isinstance(balancer, Balancer):
-            return transport.json_response(
-                404, {"error": f"load-balanced endpoint {endpoint_id!r} not found"}
-            )
         target = "/" + request.path_params.get("path", "")
-        if request.url.query:
-            target += "?" + request.url.query
-        return await balancer.forward(request, target)
+        return await _forward_to(runtime, request.path_params["endpoint_id"], request, target)
 
     return [
         Route("/lb/{endpoint_id}", alias, methods=METHODS),
         Route("/lb/{endpoint_id}/{path:path}", alias, methods=METHODS),
     ]
+
+
+def by_subdomain(app: ASGIApp, runtime: BalancerHost) -> ASGIApp:
+    """Serves ``{endpoint_id}.{host}`` on the platform's port: the URL shape Runpod gives a
+    load-balanced endpoint (``https://{id}.api.runpod.ai``), which runpod-flash derives from
+    ``RUNPOD_ENDPOINT_BASE_URL`` and records. A request whose Host header's first label is a
+    load-balanced endpoint's id goes to that endpoint; any other goes to ``app``."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+            label, dot, rest = host.partition(".")
+            ep = runtime.endpoint(label) if dot and rest else None
+            if ep is not None and ep.spec.type == "lb":
+                request = Request(scope, receive)
+                response = await _forward_to(runtime, label, request, request.url.path)
+                await response(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return asgi

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import FlashError
@@ -42,8 +43,9 @@ from .settings import RuntimeSettings
 log = logging.getLogger("flash_runtime.platform")
 
 
-def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
-    """The platform's ASGI app; its lifespan starts and stops ``runtime``."""
+def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
+    """The platform's ASGI app; its lifespan starts and stops ``runtime``. Requests for
+    ``{endpoint_id}.{host}`` go to that load-balanced endpoint (``balancer.by_subdomain``)."""
 
     async def health(request: Request) -> Response:
         return JSONResponse(
@@ -92,11 +94,12 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> Starlette:
         *balancer.alias_routes(runtime),
         *controlplane.routes(cp_conn, runtime, config),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, ApiError: api_error_response},
     )
+    return balancer.by_subdomain(app, runtime)
 
 
 class PlatformServer(uvicorn.Server):

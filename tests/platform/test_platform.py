@@ -235,6 +235,26 @@ def test_load_balanced_routes_through_the_platform_port(platform: InProcessPlatf
     assert unknown.status_code == 404
 
 
+def test_load_balanced_routes_at_the_runpod_url_shape(platform: InProcessPlatform) -> None:
+    """``{id}.{host}``: the shape runpod-flash records (``https://{id}.api.runpod.ai`` on
+    Runpod, from RUNPOD_ENDPOINT_BASE_URL's host), served on the platform's port by Host."""
+    port = platform.url.rsplit(":", 1)[1]
+    auth = {"Authorization": f"Bearer {platform.config.api_key}"}
+    by_host = {**auth, "Host": f"{LB}.localhost:{port}"}
+    response = requests.post(
+        f"{platform.url}/echo", json={"data": {"c": 3}}, headers=by_host, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["echo"] == {"c": 3}
+    no_key = requests.post(
+        f"{platform.url}/echo", json={"data": {}}, headers={"Host": by_host["Host"]}, timeout=10
+    )
+    assert no_key.status_code == 401
+    # Any other host is the platform itself.
+    other = {**auth, "Host": f"nosuchendpoint.localhost:{port}"}
+    assert requests.get(f"{platform.url}/health", headers=other, timeout=10).status_code == 200
+
+
 def test_load_balanced_requests_spread_over_workers(platform: InProcessPlatform) -> None:
     url = platform.runtime.url_of(LB) if platform.runtime else None
     auth = {"Authorization": f"Bearer {platform.config.api_key}"}
