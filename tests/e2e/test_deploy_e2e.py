@@ -127,20 +127,27 @@ def test_deploy_two_environments_and_redeploy_one(platform: Platform, tmp_path: 
         path = shop / name
         path.write_text(path.read_text().replace('RELEASE = "v1"', 'RELEASE = "v2"'))
     (shop / "jobs.py").unlink()
+    started = time.perf_counter()
     redeployed = platform.deploy(shop, "--env", "dev")
-    assert running.output(timeout=60) == {"shout": "LATE", "release": "v1"}
+    deployed = time.perf_counter()
     assert redeployed["removed"] == ["jobs"]
     dev2 = endpoints(redeployed)
     assert {name: ep["id"] for name, ep in dev2.items()} == {
         name: dev[name]["id"] for name in ("api", "worker")
     }
 
-    # Old workers keep serving until their replacements are ready (a rolling update), so the
-    # new release shows up shortly after the deploy returns.
+    # The code changed, so every template did (its source fingerprint): the workers rolled, and
+    # the deploy returned once the new ones were ready, so the new release answers at once.
     dev_api = dev2["api"]["url"]
-    assert eventually(lambda: request("GET", f"{dev_api}/release", key) == (200, {"release": "v2"}))
+    assert request("GET", f"{dev_api}/release", key) == (200, {"release": "v2"})
+    answered = time.perf_counter()
     dev_worker = dev2["worker"]["id"]
-    assert eventually(lambda: run_sync(platform, key, dev_worker, {"text": "x"})["release"] == "v2")
+    assert run_sync(platform, key, dev_worker, {"text": "x"})["release"] == "v2"
+    assert running.output(timeout=60) == {"shout": "LATE", "release": "v1"}  # not lost
+    print(
+        f"\ncode-only redeploy: flash deploy {deployed - started:.2f}s, new code answering "
+        f"{answered - started:.2f}s after it started"
+    )
 
     # production did not move: same endpoints, same code, its removed-in-dev endpoint still up.
     assert request("GET", f"{production['api']['url']}/release", key) == (200, {"release": "v1"})
@@ -177,6 +184,56 @@ def test_init_template_from_deploy_to_first_call(platform: Platform, tmp_path: P
         f"{called - deployed:.2f}s later ({called - started:.2f}s total); first QB call "
         f"(cold worker) {queued - called:.2f}s later"
     )
+
+
+def graphql(platform: Platform, key: str, query: str, **variables: Any) -> Any:
+    status, body = request(
+        "POST", f"{platform.url}/graphql", key, {"query": query, "variables": variables}
+    )
+    assert status == 200 and not body.get("errors"), body
+    return body["data"]
+
+
+def test_a_config_change_updates_the_template_in_place(platform: Platform, tmp_path: Path) -> None:
+    shop = project(tmp_path)
+    first = endpoints(platform.deploy(shop))
+    key = platform.api_key
+    query = """query q($id: String!) { myself { endpoint(id: $id) {
+        templateId workersMax template { name env { key value } } } } }"""
+    before = graphql(platform, key, query, id=first["worker"]["id"])["myself"]["endpoint"]
+
+    worker = shop / "worker.py"
+    worker.write_text(worker.read_text().replace("workers=(0, 1)", "workers=(0, 2)"))
+    second = endpoints(platform.deploy(shop))
+    assert second["worker"]["id"] == first["worker"]["id"]
+    after = graphql(platform, key, query, id=first["worker"]["id"])["myself"]["endpoint"]
+    assert after["templateId"] == before["templateId"]  # saved in place, not a new template
+    assert after["template"]["name"] == before["template"]["name"]
+    assert (before["workersMax"], after["workersMax"]) == (1, 2)
+
+    def fingerprint(endpoint: dict[str, Any]) -> str:
+        env = {kv["key"]: kv["value"] for kv in endpoint["template"]["env"]}
+        return str(env["_FLASH_SOURCE_FINGERPRINT"])
+
+    assert fingerprint(after) != fingerprint(before)
+    assert run_sync(platform, key, first["worker"]["id"], {"text": "x"})["shout"] == "X"
+
+
+def test_a_worker_that_crashes_at_start_fails_the_deploy(
+    platform: Platform, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(APPS / "platform_broken", broken)
+    done = platform.flash("deploy", cwd=broken)
+    assert done.returncode == 1, done.stdout
+    assert "endpoint 'platform-broken'" in done.stderr
+    assert "before it was ready" in done.stderr
+    assert "platform_broken fails at import on purpose" in done.stderr  # its log's last lines
+    assert "Deployment Complete" not in done.stdout
+    listed = platform.flash("env", "get", "production", "--app", "broken", "--json", cwd=broken)
+    assert json.loads(listed.stdout)["state"] == "failed"
+    # --no-wait does not look at the workers (and here nothing changed since).
+    assert platform.flash("deploy", "--no-wait", cwd=broken).returncode == 0
 
 
 def test_deploy_without_a_running_platform_starts_it_and_errors_are_actionable(
