@@ -367,8 +367,7 @@ class Endpoint:
         if self.env:
             cfg["env"] = dict(self.env)
         if self.volumes:
-            vols = [v.to_manifest() for v in self.volumes]
-            cfg["networkVolume"] = vols[0] if len(vols) == 1 else vols
+            cfg["networkVolumes"] = [v.to_manifest() for v in self.volumes]
         if self.dependencies:
             cfg["dependencies"] = list(self.dependencies)
         if self.system_dependencies:

@@ -69,7 +69,8 @@ class Resource(_Node):
     flashboot: bool = True
     locations: str | None = None
     env: dict[str, str] | None = None
-    networkVolume: dict[str, Any] | list[dict[str, Any]] | None = None
+    networkVolumes: list[dict[str, Any]] | None = None  # as runpod-flash 1.21 writes them
+    networkVolume: dict[str, Any] | list[dict[str, Any]] | None = None  # older manifests: read
     dependencies: list[str] | None = None
     systemDependencies: list[str] | None = None
     endpointId: str | None = None
@@ -82,6 +83,14 @@ class Resource(_Node):
     @property
     def is_gpu(self) -> bool:
         return not self.instanceIds
+
+    @property
+    def volumes(self) -> list[dict[str, Any]]:
+        """The network volumes, from ``networkVolumes`` or the older ``networkVolume``."""
+        if self.networkVolumes:
+            return list(self.networkVolumes)
+        old = self.networkVolume
+        return list(old) if isinstance(old, list) else [old] if old else []
 
 
 class Manifest(_Node):

@@ -198,7 +198,7 @@ class NetworkVolume:
             ) from None
 
     def to_manifest(self) -> dict[str, object]:
-        """The ``networkVolume`` entry of a manifest resource."""
+        """One entry of a manifest resource's ``networkVolumes``."""
         out: dict[str, object] = {"size": self.size, "dataCenterId": str(self.datacenter)}
         if self.id:
             out["id"] = self.id

@@ -191,7 +191,7 @@ def endpoint_input(
         payload["locations"] = locations
     if resource.flashboot:
         payload["flashBootType"] = "FLASHBOOT"
-    volume_ids = _volume_ids(resource.networkVolume)
+    volume_ids = [str(v["id"]) for v in resource.volumes if v.get("id")]
     if len(volume_ids) == 1:
         payload["networkVolumeId"] = volume_ids[0]
     elif volume_ids:
@@ -212,11 +212,6 @@ def _locations(resource: Resource) -> str | None:
     if chosen:
         return chosen.strip()
     return ",".join(FLASH_DATACENTERS) if resource.is_gpu else None
-
-
-def _volume_ids(volume: dict[str, Any] | list[dict[str, Any]] | None) -> list[str]:
-    volumes = volume if isinstance(volume, list) else [volume] if volume else []
-    return [str(v["id"]) for v in volumes if v.get("id")]
 
 
 def config_hash(payload: dict[str, Any]) -> str:

@@ -15,7 +15,12 @@ from graphql import (
 from support import check_request, schemas
 
 from flash_runtime import manifest as manifest_mod
-from flash_runtime.deploy.deployer import endpoint_input
+from flash_runtime.deploy.deployer import (
+    DEFAULT_MIN_CUDA_VERSION,
+    FINGERPRINT_ENV,
+    FLASH_DATACENTERS,
+    endpoint_input,
+)
 from flash_runtime.protocol import operations
 
 
@@ -83,7 +88,7 @@ def _resource(raw: dict[str, Any]) -> manifest_mod.Resource:
             "gpuCount": 2,
             "minCudaVersion": "12.8",
             "locations": "US-GA-1",
-            "networkVolume": [{"id": "vol1"}, {"id": "vol2", "dataCenterId": "US-GA-1"}],
+            "networkVolumes": [{"id": "vol1"}, {"id": "vol2", "dataCenterId": "US-GA-1"}],
         },
     ],
     ids=["lb-cpu", "qb-gpu"],
@@ -113,3 +118,43 @@ def test_contract_check_rejects_unknown_fields() -> None:
         )
     with pytest.raises(AssertionError):
         check_request(schemas()["runpod"], "query q { myself { url } }", {})
+
+
+def test_gpu_endpoints_get_the_cuda_and_placement_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RUNPOD_DEFAULT_LOCATIONS", "RUNPOD_DEFAULT_DATACENTER"):
+        monkeypatch.delenv(name, raising=False)
+    gpu = {
+        "resource_type": "ServerlessEndpoint",
+        "file_path": "gpu.py",
+        "module_path": "gpu",
+        "functions": [{"name": "fn", "module": "gpu", "is_async": False, "is_class": False}],
+        "is_load_balanced": False,
+        "imageName": "runpod/flash:py3.11-latest",
+        "gpuIds": "AMPERE_16",
+    }
+    cpu = {**gpu, "gpuIds": None, "instanceIds": ["cpu3c-1-2"]}
+
+    def payload(raw: dict[str, Any]) -> dict[str, Any]:
+        return endpoint_input(
+            "worker",
+            _resource(raw),
+            app="a",
+            environment="e",
+            environment_id="env-1",
+            api_key="k",
+            fingerprint="f1",
+        )
+
+    on_gpu = payload(gpu)
+    assert on_gpu["minCudaVersion"] == DEFAULT_MIN_CUDA_VERSION == "12.8"
+    assert on_gpu["locations"].split(",") == list(FLASH_DATACENTERS)
+    env = {kv["key"]: kv["value"] for kv in on_gpu["template"]["env"]}
+    assert env[FINGERPRINT_ENV] == "f1"
+    assert on_gpu["template"]["name"].startswith("a__e__worker__")
+    # A CPU endpoint is placed by Runpod; the resource's own choice and the env win.
+    assert "locations" not in payload(cpu) and "minCudaVersion" not in payload(cpu)
+    assert payload({**gpu, "locations": "EU-RO-1"})["locations"] == "EU-RO-1"
+    monkeypatch.setenv("RUNPOD_DEFAULT_DATACENTER", "US-KS-2")
+    assert payload(cpu)["locations"] == "US-KS-2"
+    # The template's name follows the configuration: another config, another name.
+    assert payload({**gpu, "gpuCount": 2})["template"]["name"] != on_gpu["template"]["name"]

@@ -210,7 +210,7 @@ def test_deploy_config() -> None:
     assert cfg["gpuIds"] == "ADA_24,AMPERE_80"
     assert cfg["workersMin"] == 1 and cfg["workersMax"] == 3
     assert cfg["locations"] == "US-KS-2"
-    assert cfg["networkVolume"] == {"size": 50, "dataCenterId": "EU-RO-1", "name": "cache"}
+    assert cfg["networkVolumes"] == [{"size": 50, "dataCenterId": "EU-RO-1", "name": "cache"}]
     assert cfg["minCudaVersion"] == "12.4"
     assert cfg["executionTimeoutMs"] == 5000
     assert cfg["scalerType"] == "QUEUE_DELAY"
