@@ -260,10 +260,12 @@ def image_version(requirement: str, provided: Mapping[str, Provided]) -> str | N
 
 
 def resource_type(*, gpu: bool, load_balanced: bool) -> str:
-    """The manifest's ``resource_type``, spelled as runpod-flash 1.21 spells deployed resources."""
+    """The manifest's ``resource_type``: the class names runpod-flash 1.21 writes for an
+    ``@Endpoint`` resource, which are also the ones its provisioner rebuilds resources from
+    (``ServerlessEndpoint`` and the like it would refuse)."""
     return {
-        (True, False): "ServerlessEndpoint",
-        (False, False): "CpuServerlessEndpoint",
-        (True, True): "LoadBalancerSlsResource",
-        (False, True): "CpuLoadBalancerSlsResource",
+        (True, False): "LiveServerless",
+        (False, False): "CpuLiveServerless",
+        (True, True): "LiveLoadBalancer",
+        (False, True): "CpuLiveLoadBalancer",
     }[(gpu, load_balanced)]

@@ -86,9 +86,9 @@ def test_init_template_builds_small_with_the_lb_echo_route(tmp_path: Path) -> No
     assert set(m.resources) == {"gpu_worker", "cpu_worker", "lb_worker"}
     assert m.routes == {"lb_worker": {"GET /health": "health", "POST /process": "process"}}
     lb = m.resources["lb_worker"]
-    assert lb.is_load_balanced and lb.resource_type == "CpuLoadBalancerSlsResource"
-    assert m.resources["gpu_worker"].resource_type == "ServerlessEndpoint"
-    assert m.resources["cpu_worker"].resource_type == "CpuServerlessEndpoint"
+    assert lb.is_load_balanced and lb.resource_type == "CpuLiveLoadBalancer"
+    assert m.resources["gpu_worker"].resource_type == "LiveServerless"
+    assert m.resources["cpu_worker"].resource_type == "CpuLiveServerless"
     assert m.resources["gpu_worker"].imageName == f"runpod/flash:py{result.python_version}-latest"
     names = set(members(result.artifact))
     assert {"lb_worker.py", "gpu_worker.py", "cpu_worker.py", "flash_manifest.json"} <= names
@@ -182,7 +182,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
         }
     }
     gpu = m.resources["gpu_worker"]
-    assert gpu.resource_type == "ServerlessEndpoint" and not gpu.is_load_balanced
+    assert gpu.resource_type == "LiveServerless" and not gpu.is_load_balanced
     assert (gpu.file_path, gpu.module_path) == ("gpu_worker.py", "gpu_worker")
     assert gpu.gpuIds == "ADA_24" and gpu.workersMax == 3 and gpu.env == {"MODEL": "tiny"}
     assert gpu.executionTimeoutMs == 30000
@@ -197,7 +197,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     )
 
     api = m.resources["api"]
-    assert api.resource_type == "CpuLoadBalancerSlsResource" and api.is_load_balanced
+    assert api.resource_type == "CpuLiveLoadBalancer" and api.is_load_balanced
     assert api.instanceIds == ["cpu5c-4-8"] and (api.workersMin, api.workersMax) == (1, 5)
     assert api.locations == "EU-RO-1" and api.scalerType == "REQUEST_COUNT"
     assert api.imageName == f"registry.example/me/flash-lb-cpu:py{m.python_version}-latest"
@@ -217,7 +217,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     assert cls.is_class and cls.class_methods == ["embed", "embed_async"] and cls.is_async
 
     counter = m.resources["counter"]
-    assert counter.resource_type == "CpuServerlessEndpoint"
+    assert counter.resource_type == "CpuLiveServerless"
     assert counter.functions[0].is_generator and not counter.functions[0].is_async
     assert (counter.scalerType, counter.scalerValue) == ("REQUEST_COUNT", 2)
 
@@ -607,3 +607,25 @@ def test_the_worker_core_is_vendored_offline_from_this_environment(
     for package in ("msgspec", "orjson", "cachetools", "starlette"):
         assert f".flash-worker/{package}/__init__.py" in names
     assert not any(".dist-info" in n for n in names if n.startswith(".flash-worker/"))
+
+
+# runpod-flash 1.21's provisioner (runtime/resource_provisioner.py) rebuilds a resource from a
+# manifest only when its resource_type is one of these.
+REFERENCE_PROVISIONABLE = {
+    "ServerlessResource",
+    "LiveServerless",
+    "CpuLiveServerless",
+    "LoadBalancerSlsResource",
+    "LiveLoadBalancer",
+    "CpuLiveLoadBalancer",
+    "Endpoint",
+}
+
+
+def test_resource_types_are_ones_the_reference_provisions() -> None:
+    from flash_runtime.pack.images import resource_type
+
+    names = {
+        resource_type(gpu=gpu, load_balanced=lb) for gpu in (True, False) for lb in (True, False)
+    }
+    assert len(names) == 4 and names <= REFERENCE_PROVISIONABLE
