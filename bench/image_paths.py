@@ -6,7 +6,7 @@
 * **direct**: ``python -m flash_runtime.bootstrap`` (our images' command, and the local
   platform's), artifact extracted into a new directory each run;
 * **official image path**: the artifact built for Runpod's images, started as those images start
-  it (``flash_runtime/testing/official_image/``: ``uvicorn lb_handler:app`` / ``python handler.py`` in an
+  it (``flash_runtime/platform/official_image/``: ``uvicorn lb_handler:app`` / ``python handler.py`` in an
   environment with their package set); their entry extracts it with ``tarfile`` and loads
   ``handler_<resource>.py``, which hands over to our worker;
 * **our image, in a container**: ``docker run`` of ``flash-cpu-test:py3.11`` (host network, the

@@ -533,6 +533,9 @@ class ControlPlane:
             env=dict(template.env) if template else {},
             image=(template.image_name or "") if template else "",
             template_version=_digest(template.to_input()) if template else "",
+            # Our artifacts carry our worker core and say which images they target; any other
+            # (runpod-flash's own) needs the official image's environment and entry.
+            entry="flash" if build.manifest.get("image_target") else "official",
         )
 
     def _record_url(self, build_id: str, resource: str, url: str | None) -> None:

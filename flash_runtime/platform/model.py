@@ -33,6 +33,9 @@ class EndpointSpec:
     max_concurrency: int = 1
     env: dict[str, str] = field(default_factory=dict)  # extra worker environment
     image: str = ""  # the template's imageName
+    # How a worker starts: "flash" (our bootstrap, in the platform's environment) or "official"
+    # (the official images' entry in their environment: artifacts flash_runtime did not build).
+    entry: Literal["flash", "official"] = "flash"
     # A digest of the endpoint's template: workers roll when it changes, not when the build does
     # (as on Runpod, where running workers keep the build they started with).
     template_version: str = ""

@@ -41,7 +41,7 @@ import aiohttp
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import db, scaling, webhooks
+from . import db, official, scaling, webhooks
 from .appdirs import AppDirs
 from .jobs import Job, JobStore
 from .model import EndpointSpec
@@ -156,6 +156,8 @@ class PlatformRuntime:
             raise FlashError(
                 f"endpoint {spec.name!r}: build artifact {spec.artifact_path} does not exist"
             )
+        if spec.entry == "official":  # made once (minutes the first time), off the loop
+            await asyncio.to_thread(official.environment, self.config.images_dir)
         ep = self.endpoints.get(spec.id)
         if ep is None:
             ep = await self._add(spec, None)

@@ -24,8 +24,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..errors import FlashError
 from ..protocol.local import PlatformConfig
 from ..protocol.wire import worker_webhooks
+from . import official
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 
@@ -254,6 +256,9 @@ class Supervisor:
             ping_interval_ms=self.settings.ping_interval_ms,
         )
         self.config.apps_dir.mkdir(parents=True, exist_ok=True)
+        command, cwd = self.command, self.config.apps_dir
+        if spec.entry == "official":
+            command, cwd = self._official(spec, worker_id, port, env)
         worker = Worker(
             id=worker_id,
             endpoint_id=spec.id,
@@ -269,9 +274,9 @@ class Supervisor:
             )
             log_file.flush()
             worker.proc = await asyncio.create_subprocess_exec(
-                *self.command,
+                *command,
                 env=env,
-                cwd=self.config.apps_dir,
+                cwd=cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
@@ -287,6 +292,22 @@ class Supervisor:
         watcher.add_done_callback(self._watchers.discard)
         return worker
 
+    def _official(
+        self, spec: EndpointSpec, worker_id: str, port: int | None, env: dict[str, str]
+    ) -> tuple[list[str], Path]:
+        """The official image's entry for one worker: its own app directory (a container's
+        ``/app``), the images' environment (made by ``apply``: OSError if it is gone)."""
+        root = self.config.images_dir
+        try:
+            interpreter = official.environment(root, create=False)
+        except FlashError as err:
+            raise OSError(str(err)) from err
+        app_dir = self.config.apps_dir / f"official-{worker_id}"
+        official.lay_out(app_dir)
+        env.pop("PYTHONPATH", None)
+        env["PATH"] = f"{interpreter.parent}{os.pathsep}{env.get('PATH', '')}"
+        return official.command(interpreter, spec.type, "127.0.0.1", port), app_dir
+
     async def _watch(self, worker: Worker) -> None:
         assert worker.proc is not None
         code = await worker.proc.wait()
@@ -294,6 +315,7 @@ class Supervisor:
             self._live_logs.discard(worker.log_path)
         worker.exit_code = code
         worker.state = WorkerState.EXITED
+        shutil.rmtree(self.config.apps_dir / f"official-{worker.id}", ignore_errors=True)
         worker.release_polls()
         if worker.log_path is not None:
             with contextlib.suppress(OSError), open(worker.log_path, "ab") as f:

@@ -60,6 +60,12 @@ class PlatformConfig:
         return self.root / "logs"
 
     @property
+    def images_dir(self) -> Path:
+        """Where image environments are kept (``FLASH_PLATFORM_IMAGE_ENVS`` overrides it)."""
+        configured = os.environ.get("FLASH_PLATFORM_IMAGE_ENVS")
+        return Path(configured) if configured else self.root / "images"
+
+    @property
     def pid_file(self) -> Path:
         return self.root / "platform.pid"
 

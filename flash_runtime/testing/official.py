@@ -1,4 +1,4 @@
-"""Booting artifacts the way Runpod's official Flash images do (``official_image/`` beside this module).
+"""Booting artifacts the way Runpod's official Flash images do (``platform/official.py``).
 
 :func:`environment` makes (once, cached under ``build/``) a virtual environment holding the
 images' package set; :class:`OfficialImage` lays out an image's app directory and starts its
@@ -7,16 +7,13 @@ queue or load-balanced entry there, with the environment a Runpod worker gets.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from ..platform import official
 from .workers import WorkerProcess
-
-ENTRIES = Path(__file__).parent / "official_image"
 
 
 def cache_root() -> Path:
@@ -30,39 +27,10 @@ def cache_root() -> Path:
     return base / "build"
 
 
-# What runpod-workers/flash's pyproject.toml installs into every image (runpod-flash at the
-# version our benchmarks compare against).
-PACKAGES = [
-    "aiohttp",
-    "cloudpickle",
-    "pydantic",
-    "requests",
-    "runpod",
-    "hf_transfer",
-    "huggingface_hub",
-    "fastapi",
-    "uvicorn[standard]",
-    "runpod-flash==1.21.0",
-]
-
-
 def environment(python: str = sys.executable) -> Path:
-    """The official images' Python environment (its interpreter's path)."""
-    key = hashlib.sha256(repr((PACKAGES, python)).encode()).hexdigest()[:12]
-    venv = cache_root() / f"official-image-{key}"
-    interpreter = venv / "bin" / "python"
-    if (venv / ".complete").is_file():
-        return interpreter
-    from uv import find_uv_bin
-
-    uv = str(find_uv_bin())
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([uv, "venv", "-q", "--python", python, str(venv)], check=True)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(interpreter), *PACKAGES], check=True
-    )
-    (venv / ".complete").write_text("ok\n")
-    return interpreter
+    """The official images' Python environment (its interpreter's path), under
+    :func:`cache_root`."""
+    return official.environment(cache_root(), python)
 
 
 class OfficialImage:
@@ -71,9 +39,7 @@ class OfficialImage:
     def __init__(self, interpreter: Path, app_dir: Path) -> None:
         self.interpreter = interpreter
         self.app_dir = app_dir
-        app_dir.mkdir(parents=True, exist_ok=True)
-        for entry in ENTRIES.glob("*.py"):
-            shutil.copy(entry, app_dir / entry.name)
+        official.lay_out(app_dir)
 
     def start(
         self, artifact: Path, resource: str, kind: str, env: dict[str, str], port: int | None = None
@@ -93,13 +59,7 @@ class OfficialImage:
         worker_env.update(env)
         if kind == "lb":
             worker_env["FLASH_ENDPOINT_TYPE"] = "lb"
-            bin_dir = self.interpreter.parent
-            command = [
-                str(bin_dir / "uvicorn"), "lb_handler:app", "--host", "127.0.0.1",
-                "--port", str(port), "--timeout-keep-alive", "600",
-            ]  # fmt: skip
-        else:
-            command = [str(self.interpreter), "handler.py"]
+        command = official.command(self.interpreter, kind, "127.0.0.1", port)
         log_path = self.app_dir.parent / f"{self.app_dir.name}-{resource}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

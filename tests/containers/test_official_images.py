@@ -1,6 +1,6 @@
 """Artifacts built for Runpod's images boot in a container of the official image contract.
 
-``FLASH_TEST_OFFICIAL_IMAGES`` names images built from ``flash_runtime/testing/official_image/Dockerfile``
+``FLASH_TEST_OFFICIAL_IMAGES`` names images built from ``flash_runtime/platform/official_image/Dockerfile``
 (``NAME=PYTHON``): the images' package set with the reference SDK, their entry files in
 ``/app``, their commands. ``scripts/test-images`` builds one on Debian trixie, so this is the
 Python 3.13 official-image path (``tests/e2e/test_official_image.py`` runs 3.11 as processes).

@@ -1,7 +1,7 @@
 """Artifacts boot on Runpod's official Flash images unchanged (item 1 of the image work).
 
 Each test builds a real artifact for the default image target, starts it exactly as the
-published ``runpod/flash*`` images start a worker (``flash_runtime/testing/official_image/``: their entry
+published ``runpod/flash*`` images start a worker (``flash_runtime/platform/official_image/``: their entry
 files, their package set with the reference SDK preinstalled, ``python handler.py`` or
 ``uvicorn lb_handler:app``), and calls it: load-balanced routes over HTTP, queue jobs through the
 official ``runpod`` worker protocol (``tests/jobserver.py`` checks every request). The entry
