@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import runpod
 from conftest import APPS
 
 from flash_runtime.protocol.wire import bearer
-from flash_runtime.testing.net import call, free_port
+from flash_runtime.testing.net import call, free_port, wait_until
 from flash_runtime.testing.reference import PY, ReferenceEnv, default_root, ensure_reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,16 +104,6 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60) -> Any:
-    """The reference does not wait for workers after a deploy: poll until the check holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 @pytest.mark.timeout(600)
 def test_the_reference_client_deploys_redeploys_and_deletes(setup: Setup) -> None:
     s = setup
@@ -142,7 +131,7 @@ def test_the_reference_client_deploys_redeploys_and_deletes(setup: Setup) -> Non
         return body.get("release") if status == 200 and isinstance(body, dict) else None
 
     assert worker.run_sync({"text": "hi"}, timeout=60) == {"shout": "HI", "release": "v1"}
-    assert eventually(lambda: release_of_api() == "v1")
+    wait_until(lambda: release_of_api() == "v1", what="the API's first release")
 
     # A code-only redeploy: the reference puts the new source fingerprint in each template env
     # (saveEndpoint with templateId, then saveTemplate), and the platform rolls the workers.
@@ -150,8 +139,13 @@ def test_the_reference_client_deploys_redeploys_and_deletes(setup: Setup) -> Non
         path = s.app / name
         path.write_text(path.read_text().replace('RELEASE = "v1"', 'RELEASE = "v2"'))
     ok(s.run("deploy", "--python-version", PY))
-    assert eventually(lambda: worker.run_sync({"text": "x"}, timeout=60)["release"] == "v2")
-    assert eventually(lambda: release_of_api() == "v2")
+    # The reference does not wait for the workers after a deploy: poll until the new code answers.
+    wait_until(
+        lambda: worker.run_sync({"text": "x"}, timeout=60)["release"] == "v2",
+        timeout=60,
+        what="the worker's new code",
+    )
+    wait_until(lambda: release_of_api() == "v2", timeout=60, what="the API's new code")
 
     # A config change: the same endpoint, its template updated in place.
     query = """query q($id: String!) { myself { endpoint(id: $id) {
@@ -175,7 +169,7 @@ def test_the_reference_client_deploys_redeploys_and_deletes(setup: Setup) -> Non
     after = api_endpoint()
     assert (before["workersMax"], after["workersMax"]) == (2, 3)
     assert after["templateId"] == before["templateId"]
-    assert eventually(lambda: release_of_api() == "v2")
+    wait_until(lambda: release_of_api() == "v2", timeout=60, what="the API after the change")
 
     # Its app and environment commands read what the platform holds.
     app_name = json.loads((s.app / ".flash" / "flash_manifest.json").read_text())["project_name"]
