@@ -210,6 +210,12 @@ def build(
 
     file_set = files.collect_files(project, skip=[artifact])
     warnings = list(file_set.warnings)
+    if file_set.withheld:
+        shown = ", ".join(file_set.withheld[:8]) + (" ..." if len(file_set.withheld) > 8 else "")
+        warnings.append(
+            f"kept out {len(file_set.withheld)} file(s) that look like credentials (no ignore "
+            f"rule ships them): {shown}"
+        )
     for w in warnings:
         report.warn(w)
     py_files = [f for f in file_set.files if f.rel.endswith(".py")]

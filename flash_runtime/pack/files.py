@@ -1,6 +1,12 @@
 """Which of the project's files ship: everything minus ignore rules, with secrets never included.
 
-Three sets of rules, in gitignore syntax (matched by ``pathspec``'s ``GitIgnoreSpec``, which
+Credentials never ship: files and directories matching :data:`CREDENTIAL_PATTERNS` (SSH and
+TLS keys, cloud and registry credentials, token files, shell histories...) are kept out before
+any other rule is read, whatever ``.gitignore`` or ``.flashignore`` say, and a symbolic link is
+judged by the name of the file it resolves to as well as its own. What was kept out this way is
+listed (:attr:`FileSet.withheld`) and the build says so.
+
+Then three sets of rules, in gitignore syntax (matched by ``pathspec``'s ``GitIgnoreSpec``, which
 follows git's own semantics, negations and directory rules included):
 
 1. Built-in rules (:data:`BUILTIN_IGNORES`): build output, VCS metadata, virtual environments,
@@ -64,6 +70,58 @@ BUILTIN_IGNORES = (
 
 _BUILTIN = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
 
+# Files no artifact should ever carry (gitignore syntax, matched at any depth). No ignore rule can
+# re-include them.
+CREDENTIAL_PATTERNS = (
+    # SSH
+    ".ssh/",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.ppk",
+    # TLS and signing keys, key stores
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    ".gnupg/",
+    # cloud, cluster and registry credentials
+    ".aws/",
+    ".azure/",
+    "**/.config/gcloud/",
+    "credentials.json",
+    "service-account*.json",
+    "kubeconfig",
+    ".kube/",
+    "**/.docker/config.json",
+    # package index and git tokens
+    ".netrc",
+    "_netrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    # secrets files, password files, infrastructure state
+    "secrets.yml",
+    "secrets.yaml",
+    ".htpasswd",
+    "*.tfstate",
+    "*.tfstate.*",
+    # shell histories
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+)
+
+_CREDENTIALS = pathspec.GitIgnoreSpec.from_lines(CREDENTIAL_PATTERNS)
+
+
+def is_credential(rel: str, is_dir: bool = False) -> bool:
+    """Whether a project-relative path looks like a credential (see :data:`CREDENTIAL_PATTERNS`)."""
+    return _CREDENTIALS.match_file(rel + "/" if is_dir else rel)
+
 
 @dataclass(frozen=True)
 class ProjectFile:
@@ -82,6 +140,7 @@ class FileSet:
 
     files: list[ProjectFile]
     warnings: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)  # kept out as credentials (paths)
 
     @property
     def size(self) -> int:
@@ -158,9 +217,15 @@ def collect_files(project_dir: Path, skip: Iterable[Path] = ()) -> FileSet:
             if entry.is_dir(follow_symlinks=False):
                 if rules.ignored(rel, True) or (path / "pyvenv.cfg").exists():
                     continue
+                if is_credential(rel, True):
+                    out.withheld.append(rel + "/")
+                    continue
                 walk(path, rel)
             elif entry.is_file(follow_symlinks=False):
                 if rules.ignored(rel, False) or path in skipped:
+                    continue
+                if is_credential(rel):
+                    out.withheld.append(rel)
                     continue
                 st = entry.stat(follow_symlinks=False)
                 out.files.append(_project_file(rel, path, st))
@@ -190,13 +255,17 @@ def _add_symlink(root: Path, path: Path, rel: str, rules: _Rules, out: FileSet) 
     is_dir = target.is_dir()
     if rules.ignored(rel, is_dir):
         return
+    inside = target.is_relative_to(root)
+    target_rel = target.relative_to(root).as_posix() if inside else target.name
+    if is_credential(rel, is_dir) or is_credential(target_rel, is_dir):
+        out.withheld.append(rel)  # a link named innocently still points at a key
+        return
     if is_dir:
         out.warnings.append(f"{rel}: symbolic link to a directory; skipped (copy it instead)")
         return
-    if not target.is_relative_to(root):
+    if not inside:
         out.warnings.append(f"{rel}: symbolic link to {target}, outside the project; skipped")
         return
-    target_rel = target.relative_to(root).as_posix()
     if rules.ignored(target_rel, False):
         out.warnings.append(f"{rel}: symbolic link to ignored file {target_rel}; skipped")
         return
