@@ -122,7 +122,7 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
     for rel, path in sources:
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     key = digest.hexdigest()[:32]
-    entry = deps.flash_home() / "cache" / "core" / key
+    entry = deps.cache_dir("core") / key
     meta_path = entry / "meta.json"
     if meta_path.is_file() and (entry / "core.tar.gz").is_file():
         try:

@@ -59,8 +59,16 @@ def flash_home() -> Path:
     return Path(os.environ.get("FLASH_HOME") or Path.home() / ".flash").expanduser()
 
 
+def cache_dir(name: str) -> Path:
+    """``$FLASH_HOME/cache/<name>``; FLASH_HOME and its cache are created private (700)."""
+    home = flash_home()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "cache").mkdir(mode=0o700, exist_ok=True)
+    return home / "cache" / name
+
+
 def cache_root() -> Path:
-    return flash_home() / "cache" / "deps"
+    return cache_dir("deps")
 
 
 @dataclass

@@ -129,9 +129,10 @@ def start(config: PlatformConfig, *, port: int | None = None) -> dict[str, Any]:
         )
     url = with_port(config.url, port) if port else config.url
     log_file_path = log_path(config)
-    log_file_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ, FLASH_HOME=str(config.home), FLASH_PLATFORM_URL=url)
-    with open(log_file_path, "ab") as log_file:
+    fd = os.open(log_file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log_file:
         offset = log_file.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", "flash_runtime.platform.server"],

@@ -17,8 +17,10 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -172,8 +174,33 @@ def uvicorn_config(app: Any) -> uvicorn.Config:
     )
 
 
+def make_private(config: PlatformConfig) -> list[tuple[Path, int]]:
+    """Takes group and other permissions off FLASH_HOME, its ``platform/`` directory and what
+    that holds at the top (a home made by an older version, or by hand); returns what it
+    changed, with the old modes."""
+    changed = []
+    paths = [config.home, config.root]
+    if config.root.is_dir():
+        paths += sorted(config.root.iterdir())
+    for path in paths:
+        try:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077 and not path.is_symlink():
+            path.chmod(mode & 0o700)
+            if path.is_dir():
+                changed.append((path, mode))
+    return changed
+
+
 def serve(config: PlatformConfig, settings: RuntimeSettings | None = None) -> None:
     """Run the platform in this process until SIGTERM/SIGINT."""
+    # Everything the platform and its workers write (the database, with job inputs, outputs and
+    # the keys in template envs; logs; artifacts; extracted apps) is for this user alone.
+    os.umask(0o077)
+    for path, was in make_private(config):
+        log.warning("%s was open to other users (mode %o): made private (700)", path, was)
     with instance_lock(config):
         sock = bind(config)
         runtime = PlatformRuntime(config, settings)

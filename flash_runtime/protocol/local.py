@@ -74,7 +74,7 @@ class PlatformConfig:
         """The configuration, creating the API key on first use (kept in ``platform.json``)."""
         home = home or flash_home()
         root = home / "platform"
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings_path = root / "platform.json"
         settings: dict[str, str] = {}
         if settings_path.exists():

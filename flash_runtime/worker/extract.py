@@ -48,6 +48,11 @@ from typing import IO, Self, TypeVar, cast
 
 from ..errors import ArtifactError
 
+# The process's umask, read once: modes are normalised (0755/0644) less it, so a platform that
+# keeps its files private (umask 077) gets private extracted apps too.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 __all__ = [
     "DEFAULT_MAX_MEMBERS",
     "DEFAULT_MAX_MEMBER_BYTES",
@@ -657,7 +662,7 @@ class _Extraction:
                         _TAMPERED,
                     ) from None
             else:
-                os.chmod(path, 0o755)  # mkdir's mode is subject to the umask
+                os.chmod(path, 0o755 & ~_UMASK)  # normalised: rwxr-xr-x, less the umask
             self.dirs.add(prefix)
 
     def _create(self, member_name: str, name: str, create: Callable[[], _T]) -> _T:
@@ -686,7 +691,7 @@ class _Extraction:
         self._claim(name)
         self._ensure_dir(posixpath.dirname(name), member.name)
         path = self._path(name)
-        mode = 0o755 if member.mode & 0o111 else 0o644
+        mode = (0o755 if member.mode & 0o111 else 0o644) & ~_UMASK
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = self._create(member.name, name, lambda: os.open(path, flags, mode))
         with os.fdopen(fd, "wb") as out:
@@ -696,7 +701,7 @@ class _Extraction:
             with src:
                 self._copy(member, src, out)
             out.flush()
-            os.fchmod(fd, mode)  # os.open's mode is subject to the umask
+            os.fchmod(fd, mode)  # exact, whatever os.open made of it
             try:
                 # Keep the archive's mtimes: a shipped __pycache__ is only valid for sources
                 # whose mtime matches, and recompiling at import time costs cold start.
