@@ -484,12 +484,36 @@ class JobStore:
         job.notify()
         return True
 
-    def release_worker(self, worker_id: str) -> list[Job]:
-        """End a worker's leases: its unfinished jobs go back to the front of the queue."""
+    def release_worker(self, worker_id: str, *, died: str | None = None) -> list[Job]:
+        """End a worker's leases: its unfinished jobs go back to the front of the queue.
+
+        When the worker died unasked (``died`` says how), a job it was running on its
+        ``max_attempts``-th attempt is FAILED instead, with the reason: the jobs behind it run.
+        Returns the jobs queued again.
+        """
         ids = self._leases.pop(worker_id, set())
         jobs = [j for j in map(self._live.get, ids) if j is not None]
+        requeued = []
         with _transaction(self.conn, enabled=len(jobs) > 1):
-            return [job for job in jobs if self._requeue(job)]
+            for job in jobs:
+                spent = job.attempts >= self.settings.max_attempts
+                if died and spent and job.status is JobStatus.IN_PROGRESS:
+                    self._fail_after_attempts(job, died)
+                elif self._requeue(job):
+                    requeued.append(job)
+        return requeued
+
+    def _fail_after_attempts(self, job: Job, died: str) -> None:
+        self._unlease(job)
+        error = {
+            "error_type": "WorkerDied",
+            "error_message": (
+                f"the worker running this job {died}, on each of its {job.attempts} attempts; "
+                "it is not run again (FLASH_PLATFORM_JOB_MAX_ATTEMPTS)"
+            ),
+            "attempts": job.attempts,
+        }
+        self._finish(job, JobStatus.FAILED, None, orjson.dumps(error))
 
     def reconcile(self, worker_id: str, reported: set[str], grace: float) -> list[Job]:
         """Requeue jobs leased to a worker that its ping says it does not run.

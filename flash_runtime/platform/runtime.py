@@ -361,7 +361,10 @@ class PlatformRuntime:
 
     def _worker_exited(self, worker: Worker) -> None:
         self._workers.pop(worker.id, None)
-        requeued = self.jobs.release_worker(worker.id)
+        unasked = worker.drain_deadline is None and not self._closing
+        died = f"exited with code {worker.exit_code}" if unasked else None
+        held = bool(self.jobs.leased(worker.id))
+        requeued = self.jobs.release_worker(worker.id, died=died)
         self.jobs.release_parked(worker.id)
         if requeued:
             log.warning(
@@ -372,7 +375,7 @@ class PlatformRuntime:
             return
         del ep.workers[worker.id]
         if worker.drain_deadline is None and not self._closing:
-            delay = ep.crashed(worker, time.monotonic(), self._backoff)
+            delay = ep.crashed(worker, time.monotonic(), self._backoff, held_work=held)
             log.warning(
                 "worker %s of %s %s with code %s; restarting in %.1fs (log: %s)",
                 worker.id,

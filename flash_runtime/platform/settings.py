@@ -46,6 +46,9 @@ class RuntimeSettings:
     queue_ttl_s: float = 86400.0
     # Cap of the restart backoff of a crashing worker.
     backoff_max_s: float = 30.0
+    # A job whose worker dies while running it is queued again this many times at most, then
+    # FAILED: a job that kills its worker cannot keep the queue behind it waiting forever.
+    max_attempts: int = 3
     # A worker log is copied to ``.1`` and truncated when it grows past this.
     log_max_bytes: int = 10 * 1024 * 1024
 
@@ -74,6 +77,7 @@ class RuntimeSettings:
             sync_result_ttl_s=_number(env, "FLASH_PLATFORM_SYNC_RESULT_TTL_S", d.sync_result_ttl_s),
             queue_ttl_s=_number(env, "FLASH_PLATFORM_QUEUE_TTL_S", d.queue_ttl_s),
             backoff_max_s=_number(env, "FLASH_PLATFORM_BACKOFF_MAX_S", d.backoff_max_s),
+            max_attempts=max(1, int(_number(env, "FLASH_PLATFORM_JOB_MAX_ATTEMPTS", 3))),
             log_max_bytes=int(
                 _number(env, "FLASH_PLATFORM_LOG_MAX_MB", d.log_max_bytes / 2**20) * 2**20
             ),

@@ -69,10 +69,20 @@ class EndpointState:
         self.last_error = None
         self.not_before = 0.0
 
-    def crashed(self, worker: Worker, now: float, backoff: Callable[[int], float]) -> float:
+    def crashed(
+        self,
+        worker: Worker,
+        now: float,
+        backoff: Callable[[int], float],
+        *,
+        held_work: bool = False,
+    ) -> float:
         """Records that ``worker`` exited without being asked to; returns the delay before the
-        next worker may start (``backoff`` of the consecutive failures)."""
-        stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
+        next worker may start (``backoff`` of the consecutive failures). A worker that had been
+        ready a while counts as a fresh failure, unless it died holding work: then a job kills
+        it, and the backoff keeps growing."""
+        ready_long = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_S
+        stable = ready_long and not held_work
         self.boot_check = False  # it was seen: the crash is reported, not retried for nothing
         self.failures = 1 if stable else self.failures + 1
         delay = backoff(self.failures)
