@@ -463,10 +463,23 @@ class JobStore:
         if holder is not None and holder != worker_id:
             self.events.job_stopped(holder, job.id)
         job.worker_id = worker_id
-        output = orjson.dumps(result["output"]) if "output" in result else None
         error = result.get("error")
+        try:
+            output = orjson.dumps(result["output"]) if "output" in result else None
+            stored_error = orjson.dumps(error) if error else None
+        except orjson.JSONEncodeError as err:
+            # Parsed, but it cannot be written back (nested too deeply): the job fails with the
+            # reason instead of the worker's job-done failing forever.
+            output, error = (
+                None,
+                {
+                    "error_type": "UnstorableResult",
+                    "error_message": f"the job's result cannot be stored as JSON: {err}",
+                },
+            )
+            stored_error = orjson.dumps(error)
         status = JobStatus.FAILED if error else JobStatus.COMPLETED
-        self._finish(job, status, output, orjson.dumps(error) if error else None)
+        self._finish(job, status, output, stored_error)
         return job
 
     def add_chunk(self, job_id: str, chunk: Any) -> bool:
@@ -476,10 +489,11 @@ class JobStore:
             return False
         if isinstance(chunk, dict) and "output" in chunk:
             chunk = chunk["output"]
+        encoded = orjson.dumps(chunk)  # JSONEncodeError: the caller answers 400
         job.stream_seq += 1
         self.conn.execute(
             "INSERT OR REPLACE INTO job_stream (job_id, seq, output) VALUES (?, ?, ?)",
-            (job.id, job.stream_seq, orjson.dumps(chunk)),
+            (job.id, job.stream_seq, encoded),
         )
         job.notify()
         return True

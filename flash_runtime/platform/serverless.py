@@ -70,6 +70,10 @@ async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
     return bytes(body)
 
 
+# The longest policy.executionTimeout / policy.ttl accepted (ms).
+MAX_MS = 365 * 24 * 3600 * 1000
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"request body is larger than {limit // 2**20} MB")
 
@@ -137,16 +141,23 @@ class ServerlessAPI:
         timeout_ms = policy.get("executionTimeout", ep.spec.execution_timeout_ms)
         ttl_ms = policy.get("ttl")
         for name, value in (("executionTimeout", timeout_ms), ("ttl", ttl_ms)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ApiError(400, f'"policy.{name}" must be a non-negative integer (ms)')
-        job = self.jobs.submit(
-            ep.id,
-            payload["input"],
-            webhook=webhook,
-            execution_timeout_ms=timeout_ms or 0,
-            ttl_ms=ttl_ms,
-            sync=sync,
-        )
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MS:
+                raise ApiError(
+                    400, f'"policy.{name}" must be an integer of ms from 0 to {MAX_MS} (a year)'
+                )
+        try:
+            job = self.jobs.submit(
+                ep.id,
+                payload["input"],
+                webhook=webhook,
+                execution_timeout_ms=timeout_ms or 0,
+                ttl_ms=ttl_ms,
+                sync=sync,
+            )
+        except orjson.JSONEncodeError as err:  # parsed, but deeper than JSON can be written
+            raise ApiError(400, f'"input" cannot be stored as JSON: {err}') from None
         self.runtime.job_submitted(ep)
         return job
 

@@ -160,7 +160,10 @@ class WorkerAPI:
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
-            self.jobs.add_chunk(job_id, chunk)
+            try:
+                self.jobs.add_chunk(job_id, chunk)
+            except orjson.JSONEncodeError as err:
+                raise ApiError(400, f"job-stream chunk cannot be stored as JSON: {err}") from None
         worker.last_active = time.monotonic()
         return Response(OK, media_type="application/json")
 

@@ -65,14 +65,24 @@ def _checkable(hint: Any) -> bool:
     return True
 
 
+class MalformedBody(InvalidArguments):
+    """The request body is not JSON at all (a 400, where arguments that do not fit are 422)."""
+
+
+def _malformed(err: Exception) -> MalformedBody:
+    if isinstance(err, RecursionError):
+        return MalformedBody("request body is nested too deeply")
+    return MalformedBody(f"request body is not valid JSON: {err}")
+
+
 def decode_object(body: bytes) -> dict[str, Any]:
     """A JSON object request body (empty: ``{}``), or InvalidArguments saying what it is."""
     if not body.strip():
         return {}
     try:
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError as err:
-        raise InvalidArguments(f"request body is not valid JSON: {err}") from None
+    except (msgspec.DecodeError, RecursionError) as err:
+        raise _malformed(err) from None
     if not isinstance(data, dict):
         raise InvalidArguments(
             f"request body must be a JSON object of arguments, got {type(data).__name__}"
@@ -135,8 +145,8 @@ class ArgSpec:
             return self._kwargs(self._decoder.decode(body))
         except msgspec.ValidationError as err:
             raise InvalidArguments(f"{self.func_name}: {err}", _field_of(err)) from None
-        except msgspec.DecodeError as err:
-            raise InvalidArguments(f"request body is not valid JSON: {err}") from None
+        except (msgspec.DecodeError, RecursionError) as err:
+            raise _malformed(err) from None
 
     def from_mapping(self, data: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
         """Keyword arguments from already-decoded data.
@@ -147,6 +157,8 @@ class ArgSpec:
             obj = msgspec.convert(data, self.struct, strict=strict)
         except msgspec.ValidationError as err:
             raise InvalidArguments(f"{self.func_name}: {err}", _field_of(err)) from None
+        except RecursionError as err:
+            raise _malformed(err) from None
         kwargs = self._kwargs(obj)
         kwargs.update(self._extras(data))
         return kwargs

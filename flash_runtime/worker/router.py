@@ -17,9 +17,9 @@ A request goes: route lookup → arguments → call → response.
   Unknown fields are ignored unless the function takes ``**kwargs``.
 * **Call**: ``async def`` is awaited on the event loop, ``def`` runs in a worker thread (so a
   slow one never blocks ``/ping`` or other requests), generators are iterated.
-* **Response**: see :mod:`.lb_responses`. Errors are JSON: 422 (invalid arguments, naming the
-  field), 500 (the user's exception: type, message, request id; traceback logged), 404, 405,
-  413 (body over the limit). Every response carries ``X-Request-ID`` (the client's, or a fresh
+* **Response**: see :mod:`.lb_responses`. Errors are JSON: 400 (a body that is not JSON, or too
+  deep to read), 422 (invalid arguments, naming the field), 500 (the user's exception: type,
+  message, request id; traceback logged), 404, 405, 413 (body over the limit). Every response carries ``X-Request-ID`` (the client's, or a fresh
   uuid4 hex).
 
 Why not ``Starlette(routes=[...])``: its per-request middleware stack (ServerErrorMiddleware,
@@ -49,7 +49,7 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from . import request_context
-from .arguments import ArgSpec, InvalidArguments, decode_object
+from .arguments import ArgSpec, InvalidArguments, MalformedBody, decode_object
 from .lb_responses import error_response, send_result
 from .loader import Callee, LoadedResource, kind_of
 
@@ -305,6 +305,11 @@ class Router:
                 result = await anyio.to_thread.run_sync(partial(callee.func, **kwargs))
             else:  # generator functions: calling one runs nothing yet
                 result = callee.func(**kwargs)
+        except MalformedBody as err:
+            await error_response(400, "MalformedBody", err.message, request_id)(
+                scope, receive, send
+            )
+            return
         except InvalidArguments as err:
             await error_response(422, "InvalidArguments", err.message, request_id, field=err.field)(
                 scope, receive, send
