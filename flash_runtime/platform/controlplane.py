@@ -33,9 +33,13 @@ import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLObjectType,
     GraphQLSchema,
+    InlineFragmentNode,
     OperationDefinitionNode,
     build_schema,
     execute,
@@ -60,7 +64,7 @@ from .controlplane_store import (
     runpod_id,
 )
 from .model import EndpointSpec, Runtime
-from .serverless import bearer_ok
+from .serverless import ApiError, bearer_ok, read_body
 from .uploads import (
     UPLOAD_TTL_SECONDS,
     download_url,
@@ -73,9 +77,16 @@ from .uploads import (
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
+# What one request may ask (a document runs on the event loop: a huge one would stall the whole
+# platform). The deployer's largest document is far below each.
+MAX_BODY_BYTES = 16 * 2**20  # manifests travel in the body
+MAX_DEPTH = 10  # nested selections
+MAX_ALIASES = 30
+MAX_FIELDS = 500  # fields selected in all, fragments expanded
 ENDPOINT_TYPES = ("QB", "LB")
 SCALER_TYPES = ("QUEUE_DELAY", "REQUEST_COUNT")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # EndpointInput fields kept as given (the rest are columns or the template).
 _SETTINGS = (
     "gpuIds",
@@ -116,11 +127,50 @@ def _iso(unix_time: float) -> str:
 
 def _check_name(kind: str, name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS or name[0] not in _ALNUM:
         raise OperationError(
-            f"invalid {kind} name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            f"invalid {kind} name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.', "
+            "beginning with a letter or a digit"
         )
     return name
+
+
+def _cost(document: DocumentNode) -> str | None:
+    """Why the document asks too much (depth, aliases, fields), or None. Fragments are counted
+    where they are spread, so reusing one does not hide its cost."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    fields = aliases = deepest = 0
+
+    def walk(selections: Any, depth: int, seen: frozenset[str]) -> None:
+        nonlocal fields, aliases, deepest
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH or fields > MAX_FIELDS or aliases > MAX_ALIASES:
+            return
+        for node in selections or ():
+            if isinstance(node, FieldNode):
+                fields += 1
+                aliases += node.alias is not None
+                if node.selection_set is not None:
+                    walk(node.selection_set.selections, depth + 1, seen)
+            elif isinstance(node, InlineFragmentNode):
+                walk(node.selection_set.selections, depth, seen)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value not in seen:
+                fragment = fragments.get(node.name.value)
+                if fragment is not None:
+                    walk(fragment.selection_set.selections, depth, seen | {node.name.value})
+
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            walk(definition.selection_set.selections, 1, frozenset())
+    if deepest > MAX_DEPTH:
+        return f"the query nests deeper than {MAX_DEPTH} levels"
+    if aliases > MAX_ALIASES:
+        return f"the query uses more than {MAX_ALIASES} aliases"
+    if fields > MAX_FIELDS:
+        return f"the query selects more than {MAX_FIELDS} fields"
+    return None
 
 
 class ControlPlane:
@@ -789,7 +839,11 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
                 "platform's key is shown by `flash platform status`",
             )
         try:
-            body = orjson.loads(await request.body())
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except ApiError as err:
+            return _error_response(err.status, str(err))
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _error_response(400, "the request body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
@@ -800,6 +854,9 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
             document = parse(body["query"])
         except GraphQLError as error:
             return _json_response({"errors": [error.formatted]}, 400)
+        too_much = _cost(document)
+        if too_much is not None:
+            return _error_response(400, f"{too_much}: ask for less in one request")
         invalid = validate(schema, document)
         if invalid:
             return _json_response({"errors": [error.formatted for error in invalid]}, 400)
