@@ -60,6 +60,8 @@ class BalancerHost(Protocol):
 
 log = logging.getLogger("flash_runtime.platform")
 
+# The header carrying a worker's own key to its port (see worker/lb.py, FLASH_WORKER_KEY).
+WORKER_KEY_HEADER = "X-Flash-Worker-Key"
 PING_STARTING_S = 0.2  # ping period while a worker boots: readiness is noticed quickly
 PING_READY_S = 1.0
 PING_TIMEOUT_S = 2.0
@@ -139,13 +141,14 @@ class Balancer:
         session = self.runtime.session
         assert session is not None
         url = f"http://{self.runtime.config.host}:{worker.port}/ping"
+        keyed = {WORKER_KEY_HEADER: worker.key} if worker.key else {}
         timeout = aiohttp.ClientTimeout(total=PING_TIMEOUT_S)
         unhealthy_since: float | None = None
         try:
             while worker.alive:
                 healthy = False
                 try:
-                    async with session.get(url, timeout=timeout) as resp:
+                    async with session.get(url, headers=keyed, timeout=timeout) as resp:
                         await resp.read()
                         healthy = resp.status == 200
                 except (aiohttp.ClientError, TimeoutError):
@@ -258,7 +261,8 @@ class Balancer:
         forward = {
             k: v
             for k, v in headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"
+            if k.lower() not in HOP_BY_HOP
+            and k.lower() not in ("authorization", "x-flash-worker-key")
         }
         previous = headers.get("X-Forwarded-For")
         forward["X-Forwarded-For"] = f"{previous}, {peer or ''}" if previous else peer or ""
@@ -266,6 +270,8 @@ class Balancer:
         while True:
             chosen = worker
             url = f"http://{self.runtime.config.host}:{chosen.port}{target}"
+            if chosen.key:
+                forward[WORKER_KEY_HEADER] = chosen.key
             chosen.in_flight += 1
             started = False
             try:

@@ -99,6 +99,7 @@ class Job:
     queued_at: float = 0.0  # monotonic; when it last entered the queue (for the autoscaler)
     stream_seq: int = 0
     delivered: bool = False  # a /runsync caller received the result
+    holders: set[str] = field(default_factory=set)  # workers it was handed to (this start)
     changed: asyncio.Event | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -424,6 +425,7 @@ class JobStore:
                 job.worker_id = worker_id
                 job.started_at = now
                 job.attempts += 1
+                job.holders.add(worker_id)
                 self._write(job)
                 leases.add(job.id)
                 q.running += 1
@@ -437,6 +439,12 @@ class JobStore:
     def leased(self, worker_id: str) -> frozenset[str]:
         """Ids of the jobs a worker holds."""
         return frozenset(self._leases.get(worker_id, ()))
+
+    def handed_to(self, job_id: str, worker_id: str) -> bool:
+        """Whether the job was handed to this worker (it may post its result, however late);
+        an unknown or finished job counts as handed (its result is dropped anyway)."""
+        job = self._live.get(job_id)
+        return job is None or job.final or worker_id in job.holders
 
     def lease_count(self, worker_id: str) -> int:
         return len(self._leases.get(worker_id, ()))

@@ -73,8 +73,9 @@ class PlatformRuntime:
     ) -> None:
         self.config = config
         self.settings = settings or RuntimeSettings.from_env()
-        # Workers authenticate with this key, not the user's; a new one per platform start
-        # also shuts out orphans of a previous platform.
+        # External workers (attached by hand) authenticate with this key, the platform's own
+        # workers with one each (``Worker.key``); never the user's. New ones per platform start
+        # also shut out orphans of a previous platform.
         self.worker_key = "wk_" + secrets.token_urlsafe(24)
         self.endpoints: dict[str, EndpointState] = {}
         self.conn = db.connect(config.db_path)
@@ -83,12 +84,12 @@ class PlatformRuntime:
         self.supervisor = Supervisor(
             config,
             self.settings,
-            worker_key=self.worker_key,
             on_exit=self._worker_exited,
             command=worker_command,
         )
         self.session: aiohttp.ClientSession | None = None
         self._workers: dict[str, Worker] = {}
+        self._by_key: dict[str, Worker] = {}  # each worker's own credential
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -215,6 +216,11 @@ class PlatformRuntime:
         if ep is not None:
             return ep
         return next((e for e in self.endpoints.values() if e.spec.name == id_or_name), None)
+
+    def worker_by_key(self, key: str) -> Worker | None:
+        """The live worker this platform started with ``key`` as its own credential."""
+        worker = self._by_key.get(key) if key else None
+        return worker if worker is not None and worker.alive else None
 
     def worker(self, ep: EndpointState, worker_id: str) -> Worker:
         """A worker calling the worker API. Unknown ids are external workers (no process we
@@ -356,11 +362,15 @@ class PlatformRuntime:
             return
         ep.workers[worker.id] = worker
         self._workers[worker.id] = worker
+        if worker.key:
+            self._by_key[worker.key] = worker
         if ep.balancer is not None:
             ep.balancer.watch(worker)
 
     def _worker_exited(self, worker: Worker) -> None:
         self._workers.pop(worker.id, None)
+        if worker.key:
+            self._by_key.pop(worker.key, None)
         unasked = worker.drain_deadline is None and not self._closing
         died = f"exited with code {worker.exit_code}" if unasked else None
         held = bool(self.jobs.leased(worker.id))

@@ -71,6 +71,9 @@ class Worker:
     healthy: bool = False  # load-balanced: its last /ping answered 200
     exit_code: int | None = None
     drain_deadline: float | None = None
+    # Its own credential (RUNPOD_AI_API_KEY, FLASH_WORKER_KEY): good for this worker id on this
+    # endpoint only, and for its load-balanced port. None for external workers.
+    key: str | None = None
     _stops: list[str] = field(default_factory=list)
     _stop_waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
@@ -185,7 +188,7 @@ def worker_environment(
     )
     if spec.type == "lb":
         assert port is not None
-        env.update(PORT=str(port), FLASH_HOST="127.0.0.1")
+        env.update(PORT=str(port), FLASH_HOST="127.0.0.1", FLASH_WORKER_KEY=worker_key)
     else:
         # Templates the runpod SDK fills in: $ID is the worker id for job-take and the job id
         # for job-done/job-stream; the SDK appends "&..." so each URL already has a query.
@@ -224,13 +227,11 @@ class Supervisor:
         config: PlatformConfig,
         settings: RuntimeSettings,
         *,
-        worker_key: str,
         on_exit: Callable[[Worker], None],
         command: Sequence[str] = WORKER_COMMAND,
     ) -> None:
         self.config = config
         self.settings = settings
-        self.worker_key = worker_key
         self.on_exit = on_exit
         self.command = list(command)
         self._watchers: set[asyncio.Task[None]] = set()
@@ -242,6 +243,7 @@ class Supervisor:
     ) -> Worker:
         """Start one worker of ``spec``; returns at once (the worker boots on its own)."""
         worker_id = new_id()
+        worker_key = "wk_" + secrets.token_urlsafe(24)
         log_dir = self.config.logs_dir / spec.id
         log_dir.mkdir(parents=True, exist_ok=True)
         _prune_logs(log_dir, self._live_logs)
@@ -250,7 +252,7 @@ class Supervisor:
             self.config,
             spec,
             worker_id=worker_id,
-            worker_key=self.worker_key,
+            worker_key=worker_key,
             app_dir=app_dir,
             port=port,
             ping_interval_ms=self.settings.ping_interval_ms,
@@ -265,6 +267,7 @@ class Supervisor:
             generation=generation,
             log_path=log_path,
             port=port,
+            key=worker_key,
         )
         with open(log_path, "ab") as log_file:
             log_file.write(

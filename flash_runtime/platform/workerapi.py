@@ -83,13 +83,25 @@ class WorkerAPI:
         ]
 
     def _worker(self, request: Request) -> tuple[EndpointState, Worker]:
-        if not wire.key_matches(request.headers.get("authorization"), self.key_text):
-            raise ApiError(401, "unauthorized: not this platform's worker key")
+        """The calling worker. A worker the platform started holds a key of its own, good for
+        its id on its endpoint only; the platform-wide worker key (never given to a worker)
+        serves external workers, e.g. a debugger attached by hand."""
+        header = request.headers.get("authorization")
         endpoint_id = request.path_params["endpoint_id"]
+        worker_id = request.path_params["worker_id"]
+        own = self.runtime.worker_by_key(wire.bearer_token(header))
+        if own is None and not wire.key_matches(header, self.key_text):
+            raise ApiError(401, "unauthorized: not a worker key of this platform")
+        if own is not None and (own.id != worker_id or own.endpoint_id != endpoint_id):
+            raise ApiError(403, "forbidden: this key belongs to another worker")
         ep = self.runtime.endpoint(endpoint_id)
         if ep is None or ep.spec.type != "qb":
             raise ApiError(404, f"queue endpoint {endpoint_id!r} not found")
-        return ep, self.runtime.worker(ep, request.path_params["worker_id"])
+        return ep, self.runtime.worker(ep, worker_id)
+
+    def _check_handed(self, job_id: str, worker: Worker) -> None:
+        if not self.jobs.handed_to(job_id, worker.id):
+            raise ApiError(403, f"forbidden: job {job_id} was never handed to this worker")
 
     async def take(self, request: Request) -> Response:
         return await self._take(request, 1, batch=False)
@@ -143,6 +155,7 @@ class WorkerAPI:
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
+            self._check_handed(job_id, worker)
             self.jobs.finish(worker.id, job_id, result)
         worker.last_active = time.monotonic()
         if isinstance(result, dict) and result.get("stopPod"):
@@ -160,6 +173,8 @@ class WorkerAPI:
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
+            if existing.worker_id != worker.id and not existing.final:
+                raise ApiError(403, f"forbidden: job {job_id} is not running on this worker")
             try:
                 self.jobs.add_chunk(job_id, chunk)
             except orjson.JSONEncodeError as err:

@@ -89,12 +89,16 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def key_matches(header: str | None, key: str) -> bool:
-    """Whether an ``Authorization`` value (``Bearer <key>``, or the raw key as Runpod also
-    accepts) carries ``key``; compared in constant time."""
+def bearer_token(header: str | None) -> str:
+    """The key an ``Authorization`` value carries (``Bearer <key>``, or the raw key as Runpod
+    also accepts)."""
     value = header or ""
-    token = value[7:] if value[:7].lower() == "bearer " else value
-    return secrets.compare_digest(token.strip().encode(), key.encode())
+    return (value[7:] if value[:7].lower() == "bearer " else value).strip()
+
+
+def key_matches(header: str | None, key: str) -> bool:
+    """Whether an ``Authorization`` value carries ``key``; compared in constant time."""
+    return secrets.compare_digest(bearer_token(header).encode(), key.encode())
 
 
 # Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those a proxy

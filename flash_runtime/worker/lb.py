@@ -24,6 +24,7 @@ imported only after the port is bound and user code has started loading.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import signal
 import socket
@@ -61,16 +62,44 @@ def max_body_bytes(env: Mapping[str, str]) -> int:
 class Lifecycle:
     """The ASGI app uvicorn serves: answers by itself while loading, then hands to the router."""
 
-    def __init__(self, health_port: int | None = None) -> None:
+    def __init__(self, health_port: int | None = None, key: str | None = None) -> None:
         self.router: ASGIApp | None = None
         self.health_port = health_port
+        # FLASH_WORKER_KEY: set by the local platform, whose balancer sends it with every
+        # request (X-Flash-Worker-Key), so the worker's own port serves no one else. Runpod
+        # sets none: there only its load balancer reaches the port.
+        self.key = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is not None and scope["type"] == "http" and not self._keyed(scope):
+            from .lb_responses import error_response
+            from .router import read_headers
+
+            response = error_response(
+                401,
+                "Unauthorized",
+                "this worker answers its platform's load balancer only",
+                read_headers(scope)[0],
+            )
+            await response(scope, receive, send)
+            return
         router = self.router
         if router is not None and not self._on_health_port(scope):
             await router(scope, receive, send)
             return
         await self._answer(scope, receive, send)
+
+    def _keyed(self, scope: Scope) -> bool:
+        """Whether the request carries the worker key; the header is taken off for user code."""
+        headers = scope["headers"]
+        for i, (name, value) in enumerate(headers):
+            if name == b"x-flash-worker-key":
+                assert self.key is not None
+                if not hmac.compare_digest(value, self.key):
+                    return False
+                scope["headers"] = headers[:i] + headers[i + 1 :]
+                return True
+        return False
 
     def _on_health_port(self, scope: Scope) -> bool:
         if self.health_port is None:
@@ -122,7 +151,10 @@ class LBWorker:
         self.max_body_bytes = max_body_bytes(config.env)
         self.access_log = flag(config.env.get("FLASH_ACCESS_LOG"))
         health = config.port_health
-        self.app = Lifecycle(health if health and health != config.port else None)
+        self.app = Lifecycle(
+            health if health and health != config.port else None,
+            key=config.env.get("FLASH_WORKER_KEY"),
+        )
         self.exit_code = 0
         self.ready = threading.Event()
         self._server: uvicorn.Server | None = None
