@@ -405,10 +405,13 @@ class PlatformRuntime:
 
     async def _run(self) -> None:
         last_housekeeping = 0.0
+        last_tick = time.monotonic()
         while True:
             self._kick.clear()  # a kick during the tick runs the next one at once
             try:
                 now = time.monotonic()
+                self._after_stall(now - last_tick, now)
+                last_tick = now
                 for ep in list(self.endpoints.values()):
                     self._reap(ep, now)
                     await self._scale(ep, now)
@@ -423,6 +426,16 @@ class PlatformRuntime:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.tick_s):
                     await self._kick.wait()
+
+    def _after_stall(self, gap: float, now: float) -> None:
+        """When the platform itself did not run for a while (stopped, suspended, starved), its
+        workers were not silent: it could not hear them. They get a fresh lease instead of
+        being taken for hung when it wakes."""
+        if gap <= max(2 * self.settings.tick_s, self.settings.lease_timeout_s / 2):
+            return
+        log.warning("the platform did not run for %.1fs: its workers' leases start anew", gap)
+        for worker in self._workers.values():
+            worker.last_seen = max(worker.last_seen, now)
 
     def _reap(self, ep: EndpointState, now: float) -> None:
         """End the leases of workers not heard from; kill drains that overran their grace."""
