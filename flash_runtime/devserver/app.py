@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..platform.transport import relay
 from ..protocol.wire import HOP_BY_HOP as WIRE_HOP_BY_HOP
@@ -102,8 +103,50 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message, **extra}, status)
 
 
-def build_app(server: DevServer) -> Starlette:
-    """The ASGI app of the development server ``server``."""
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _hostname(value: str) -> str:
+    """``host[:port]`` (or ``[v6]:port``, or an Origin URL) less the scheme and port."""
+    value = value.split("://", 1)[-1].split("/", 1)[0].lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def local_only(app: ASGIApp, also: str | None = None) -> ASGIApp:
+    """Refuses (403) a request whose ``Host`` is not this machine's loopback name (or ``also``,
+    the address the server was told to listen on) and one whose ``Origin`` is not such a name.
+
+    The dev server adds the platform key to what it forwards, so a page in the developer's
+    browser must not reach it: a cross-site request carries a foreign Origin, and DNS
+    rebinding a foreign Host.
+    """
+    allowed = LOCAL_NAMES | ({also.lower()} if also and also not in ("0.0.0.0", "::") else set())
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            host = headers.get(b"host", b"").decode("latin-1")
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            refused = None
+            if _hostname(host) not in allowed:
+                refused = f"Host {host!r} is not this machine"
+            elif origin and origin != "null" and _hostname(origin) not in allowed:
+                refused = f"Origin {origin!r} is another site"
+            elif origin == "null":
+                refused = "an opaque Origin (a sandboxed page or a file) is another site"
+            if refused is not None:
+                response = _error(403, f"the dev server answers this machine only: {refused}")
+                await response(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def build_app(server: DevServer, host: str | None = None) -> ASGIApp:
+    """The ASGI app of the development server ``server`` (listening on ``host``)."""
 
     async def index(request: Request) -> Response:
         return _json(server.describe())
@@ -141,7 +184,7 @@ def build_app(server: DevServer) -> Starlette:
         Route("/{endpoint}", forward, methods=ALL_METHODS),
         Route("/{endpoint}/{rest:path}", forward, methods=ALL_METHODS),
     ]
-    return Starlette(routes=routes)
+    return local_only(Starlette(routes=routes), host)
 
 
 def _forward_headers(request: Request, api_key: str) -> dict[str, str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ import aiohttp
 
 from ..deploy.deployer import LIVE_ENVIRONMENT, LIVE_PREFIX, DeployResult, release
 from ..errors import FlashError
+from ..protocol.local import is_loopback
 from ..protocol.wire import bearer
 from .state import LiveEndpoint, Snapshot
 from .terminal import Terminal
@@ -79,16 +79,6 @@ class DevOptions:
     app_name: str | None = None
     exclude: tuple[str, ...] = ()
     reload: bool = True
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int, explicit: bool) -> socket.socket:
@@ -411,7 +401,7 @@ class DevServer:
         from .app import build_app
 
         config = uvicorn.Config(
-            build_app(self),
+            build_app(self, self.options.host),
             log_config=None,
             log_level="warning",
             access_log=False,

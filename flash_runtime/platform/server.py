@@ -34,7 +34,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import FlashError
-from ..protocol.local import PlatformConfig
+from ..protocol.local import PlatformConfig, is_loopback
 from ..protocol.wire import UNAUTHORIZED
 from . import balancer, controlplane, db, reporting, serverless, workerapi
 from .process import instance_lock
@@ -199,6 +199,18 @@ def serve(config: PlatformConfig, settings: RuntimeSettings | None = None) -> No
     # Everything the platform and its workers write (the database, with job inputs, outputs and
     # the keys in template envs; logs; artifacts; extracted apps) is for this user alone.
     os.umask(0o077)
+    if not is_loopback(config.host):
+        if os.environ.get("FLASH_PLATFORM_ALLOW_REMOTE") != "1":
+            raise FlashError(
+                f"refusing to listen on {config.host}: other machines could reach the platform "
+                "and every load-balanced endpoint's port. Use a loopback address (127.0.0.1), "
+                "or set FLASH_PLATFORM_ALLOW_REMOTE=1 if you mean it"
+            )
+        log.warning(
+            "LISTENING ON %s (FLASH_PLATFORM_ALLOW_REMOTE=1): the platform and its load "
+            "balancers are reachable from other machines; anyone with the key can use them",
+            config.host,
+        )
     for path, was in make_private(config):
         log.warning("%s was open to other users (mode %o): made private (700)", path, was)
     with instance_lock(config):

@@ -6,6 +6,7 @@ server and scripts that call deployed endpoints find it here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -15,6 +16,16 @@ from urllib.parse import urlsplit
 import orjson
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def flash_home() -> Path:

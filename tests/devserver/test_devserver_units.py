@@ -18,13 +18,9 @@ from conftest import APPS
 from flash_runtime.deploy.deployer import _plan
 from flash_runtime.devserver import openapi, watch
 from flash_runtime.devserver.logs import LogTailer
-from flash_runtime.devserver.session import (
-    DevServerError,
-    bind,
-    is_loopback,
-    project_lock,
-)
+from flash_runtime.devserver.session import DevServerError, bind, project_lock
 from flash_runtime.devserver.terminal import Terminal
+from flash_runtime.protocol.local import is_loopback
 from flash_runtime.worker import request_context
 from flash_runtime.worker.router import Router
 

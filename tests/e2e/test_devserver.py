@@ -372,3 +372,18 @@ def test_ctrl_c_deletes_the_live_endpoints_and_leaves_production(env: Env, tmp_p
     assert status == 200 and json.loads(raw)["version"] == "v1"
     prod_env = json.loads(env.flash("env", "get", "production", "--json", cwd=shop).stdout)
     assert {ep["resource"] for ep in prod_env["endpoints"]} == {"gpu_worker", "lb_worker"}
+
+
+def test_requests_from_other_sites_are_refused(dev: DevRun) -> None:
+    """F11: the dev server adds the platform key to what it forwards, so a page the developer
+    visits must not reach it: a foreign Origin (a cross-site form POST) or Host (DNS
+    rebinding) is refused before anything is forwarded."""
+    port = dev.url.rsplit(":", 1)[1]
+    cross_site = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    status, raw, _ = http("POST", f"{dev.url}/lb_worker/process", None, headers=cross_site)
+    assert status == 403 and b"another site" in raw
+    status, raw, _ = http("GET", f"{dev.url}/ping", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and b"not this machine" in raw
+    assert http("GET", f"{dev.url}/ping", headers={"Origin": "null"})[0] == 403
+    same_site = {"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"}
+    assert http("GET", f"{dev.url}/ping", headers=same_site)[0] == 200
