@@ -84,6 +84,7 @@ MAX_DEPTH = 10  # nested selections
 MAX_ALIASES = 30
 MAX_FIELDS = 500  # fields selected in all, fragments expanded
 ENDPOINT_TYPES = ("QB", "LB")
+KEEP_BUILDS = 5  # per app, besides the builds in use
 SCALER_TYPES = ("QUEUE_DELAY", "REQUEST_COUNT")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -297,7 +298,18 @@ class ControlPlane:
                 f"nothing has been uploaded for {object_key!r} yet: PUT the tarball to the "
                 "uploadUrl first"
             )
-        return self.store.create_build(upload, _valid_manifest(manifest))
+        build = self.store.create_build(upload, _valid_manifest(manifest))
+        self._collect_builds(app_id)
+        return build
+
+    def _collect_builds(self, app_id: str) -> None:
+        """Keeps an app's newest KEEP_BUILDS builds and every build in use; deletes the rest
+        with their artifacts, so that redeploying does not fill the disk."""
+        in_use = self.store.builds_in_use(app_id)
+        for build in self.store.builds(app_id)[KEEP_BUILDS:]:
+            if build.id not in in_use:
+                self.store.delete_build(build.id)
+                remove_artifact_if_unused(self.store, self.config, build.artifact)
 
     def update_build_manifest(self, build_id: str, manifest: Any) -> Build:
         self.build(build_id)

@@ -431,6 +431,19 @@ class ControlPlaneStore:
             created_at=row["created_at"],
         )
 
+    def builds_in_use(self, app_id: str) -> set[str]:
+        """Builds an environment has active or an endpoint runs."""
+        rows = self.db.execute(
+            "SELECT active_build_id FROM flash_environments WHERE app_id = ? "
+            "AND active_build_id IS NOT NULL UNION SELECT e.build_id FROM flash_endpoints e "
+            "JOIN flash_environments v ON v.id = e.environment_id WHERE v.app_id = ?",
+            (app_id, app_id),
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def delete_build(self, build_id: str) -> None:
+        self.db.execute("DELETE FROM flash_builds WHERE id = ?", (build_id,))
+
     def set_build_manifest(self, build_id: str, manifest: dict[str, Any]) -> None:
         self.db.execute(
             "UPDATE flash_builds SET manifest = ? WHERE id = ?", (_json(manifest), build_id)

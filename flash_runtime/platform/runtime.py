@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -419,6 +420,7 @@ class PlatformRuntime:
                     last_housekeeping = now
                     self.jobs.expire()
                     self.supervisor.rotate_logs(list(self._workers.values()))
+                    self._collect_app_dirs()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -426,6 +428,20 @@ class PlatformRuntime:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.tick_s):
                     await self._kick.wait()
+
+    def _collect_app_dirs(self) -> None:
+        """Deletes extraction directories no endpoint and no live worker uses any more (an
+        endpoint removed, or moved to another build, whose workers have exited)."""
+        in_use = {ep.app_dir for ep in self.endpoints.values()}
+        in_use |= {w.app_dir for w in self._workers.values() if w.app_dir is not None}
+        try:
+            entries = list(self.config.apps_dir.iterdir())
+        except OSError:
+            return
+        for path in entries:
+            if path.is_dir() and path not in in_use and not path.name.startswith("official-"):
+                log.info("deleting %s: no endpoint or worker uses it", path)
+                shutil.rmtree(path, ignore_errors=True)
 
     def _after_stall(self, gap: float, now: float) -> None:
         """When the platform itself did not run for a while (stopped, suspended, starved), its

@@ -74,6 +74,7 @@ class Worker:
     # Its own credential (RUNPOD_AI_API_KEY, FLASH_WORKER_KEY): good for this worker id on this
     # endpoint only, and for its load-balanced port. None for external workers.
     key: str | None = None
+    app_dir: Path | None = None  # where its artifact is extracted (kept while it lives)
     _stops: list[str] = field(default_factory=list)
     _stop_waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
@@ -268,6 +269,7 @@ class Supervisor:
             log_path=log_path,
             port=port,
             key=worker_key,
+            app_dir=app_dir,
         )
         with open(log_path, "ab") as log_file:
             log_file.write(
