@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -373,7 +374,11 @@ class PlatformRuntime:
         if worker.key:
             self._by_key.pop(worker.key, None)
         unasked = worker.drain_deadline is None and not self._closing
-        died = f"exited with code {worker.exit_code}" if unasked else None
+        # A worker that ended itself (an exit, an abort, a segfault) while running a job may
+        # have been ended by it; one killed from outside (SIGKILL, SIGTERM) says nothing about
+        # the job, whose attempts are then not counted against it.
+        external = worker.exit_code in (-signal.SIGKILL, -signal.SIGTERM)
+        died = f"exited with code {worker.exit_code}" if unasked and not external else None
         held = bool(self.jobs.leased(worker.id))
         requeued = self.jobs.release_worker(worker.id, died=died)
         self.jobs.release_parked(worker.id)
