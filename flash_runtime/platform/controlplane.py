@@ -83,6 +83,7 @@ MAX_BODY_BYTES = 16 * 2**20  # manifests travel in the body
 MAX_DEPTH = 10  # nested selections
 MAX_ALIASES = 30
 MAX_FIELDS = 500  # fields selected in all, fragments expanded
+MAX_TOKENS = 10_000  # parsing stops past this: a huge document costs nothing to refuse
 ENDPOINT_TYPES = ("QB", "LB")
 KEEP_BUILDS = 5  # per app, besides the builds in use
 SCALER_TYPES = ("QUEUE_DELAY", "REQUEST_COUNT")
@@ -863,7 +864,7 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
         # A document that does not parse or validate never runs: that is a bad request (400);
         # errors while running it come back with the data, as GraphQL does (200).
         try:
-            document = parse(body["query"])
+            document = parse(body["query"], max_tokens=MAX_TOKENS)
         except GraphQLError as error:
             return _json_response({"errors": [error.formatted]}, 400)
         too_much = _cost(document)
