@@ -91,11 +91,15 @@ def lay_out(app_dir: Path) -> None:
         shutil.copy(entry, app_dir / entry.name)
 
 
-def command(interpreter: Path, kind: str, host: str, port: int | None) -> list[str]:
-    """The image's CMD for a worker of ``kind`` ("qb" or "lb")."""
+def command(
+    interpreter: Path, kind: str, host: str, port: int | None, *, keyed: bool = False
+) -> list[str]:
+    """The image's CMD for a worker of ``kind`` ("qb" or "lb"); ``keyed``: the load-balanced
+    entry behind ``platform_lb.py``, which answers only requests carrying the worker's key."""
     if kind == "lb":
         assert port is not None
         uvicorn = str(interpreter.parent / "uvicorn")
-        return [uvicorn, "lb_handler:app", "--host", host, "--port", str(port),
+        entry = "platform_lb:app" if keyed else "lb_handler:app"
+        return [uvicorn, entry, "--host", host, "--port", str(port),
                 "--timeout-keep-alive", "600"]  # fmt: skip
     return [str(interpreter), "handler.py"]

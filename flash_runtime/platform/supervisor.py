@@ -311,7 +311,7 @@ class Supervisor:
         official.lay_out(app_dir)
         env.pop("PYTHONPATH", None)
         env["PATH"] = f"{interpreter.parent}{os.pathsep}{env.get('PATH', '')}"
-        return official.command(interpreter, spec.type, "127.0.0.1", port), app_dir
+        return official.command(interpreter, spec.type, "127.0.0.1", port, keyed=True), app_dir
 
     async def _watch(self, worker: Worker) -> None:
         assert worker.proc is not None

@@ -44,6 +44,7 @@ class Setup:
     key: str
     app: Path  # the project the reference deploys
     run: Callable[..., subprocess.CompletedProcess[str]]  # the reference's CLI in it
+    status: Callable[[], dict[str, Any]]  # our `flash platform status --json`
 
 
 @pytest.fixture
@@ -94,7 +95,14 @@ def setup(reference: ReferenceEnv, tmp_path: Path) -> Iterator[Setup]:
         )
 
     try:
-        yield Setup(url, port, key, app, run)
+        yield Setup(
+            url,
+            port,
+            key,
+            app,
+            run,
+            lambda: json.loads(flash("platform", "status", "--json").stdout),
+        )
     finally:
         subprocess.run([*OURS, "platform", "stop"], env=ours, capture_output=True, timeout=60)
 
@@ -132,6 +140,10 @@ def test_the_reference_client_deploys_redeploys_and_deletes(setup: Setup) -> Non
 
     assert worker.run_sync({"text": "hi"}, timeout=60) == {"shout": "HI", "release": "v1"}
     wait_until(lambda: release_of_api() == "v1", what="the API's first release")
+    # Its load-balanced worker (the official image's entry) answers its balancer only.
+    (api_status,) = [e for e in s.status()["endpoints"] if e["id"] == api_id]
+    port = next(w["port"] for w in api_status["workers"] if w.get("port"))
+    assert call("GET", f"http://127.0.0.1:{port}/release")[0] == 401
 
     # A code-only redeploy: the reference puts the new source fingerprint in each template env
     # (saveEndpoint with templateId, then saveTemplate), and the platform rolls the workers.
