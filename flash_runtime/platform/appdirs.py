@@ -1,10 +1,12 @@
 """Where workers find their app: one extraction directory per artifact, shared by every worker
-of it, named by the artifact's hash (so a rebuilt artifact with the same bytes reuses it)."""
+of it, named by the artifact's hash (so a rebuilt artifact with the same bytes reuses it), and
+deleted once nothing uses it."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 from pathlib import Path
 
 
@@ -26,6 +28,21 @@ class AppDirs:
             digest = await asyncio.to_thread(_sha256_file, artifact)
             known = self._known[key] = self.apps_dir / digest[:16]
         return known
+
+    def collect(self, in_use: set[Path]) -> list[Path]:
+        """Deletes the directories under ``apps_dir`` not in ``in_use`` (an endpoint removed,
+        or moved to another build, whose workers have exited; the official entry's per-worker
+        directories are their workers' own); returns them."""
+        try:
+            entries = list(self.apps_dir.iterdir())
+        except OSError:
+            return []
+        gone = []
+        for path in entries:
+            if path.is_dir() and path not in in_use and not path.name.startswith("official-"):
+                shutil.rmtree(path, ignore_errors=True)
+                gone.append(path)
+        return gone
 
 
 def _sha256_file(path: Path) -> str:

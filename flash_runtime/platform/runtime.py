@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -435,18 +434,11 @@ class PlatformRuntime:
                     await self._kick.wait()
 
     def _collect_app_dirs(self) -> None:
-        """Deletes extraction directories no endpoint and no live worker uses any more (an
-        endpoint removed, or moved to another build, whose workers have exited)."""
+        """Extraction directories no endpoint and no live worker uses any more go."""
         in_use = {ep.app_dir for ep in self.endpoints.values()}
         in_use |= {w.app_dir for w in self._workers.values() if w.app_dir is not None}
-        try:
-            entries = list(self.config.apps_dir.iterdir())
-        except OSError:
-            return
-        for path in entries:
-            if path.is_dir() and path not in in_use and not path.name.startswith("official-"):
-                log.info("deleting %s: no endpoint or worker uses it", path)
-                shutil.rmtree(path, ignore_errors=True)
+        for path in self.app_dirs.collect(in_use):
+            log.info("deleted %s: no endpoint or worker uses it", path)
 
     def _after_stall(self, gap: float, now: float) -> None:
         """When the platform itself did not run for a while (stopped, suspended, starved), its
