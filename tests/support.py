@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -228,3 +230,54 @@ def parametrize_images(metafunc: pytest.Metafunc, fixture: str, variable: str) -
         pytest.fail(f"{variable} is not set: run scripts/test-images, which builds the images")
     pairs = [tuple(item.partition("=")[::2]) for item in raw]
     metafunc.parametrize((fixture, "python"), pairs, ids=[n for n, _ in pairs], scope="module")
+
+
+def endpoint_spec(id: str, resource: str, artifact: Path, **settings: Any) -> EndpointSpec:
+    """What the control plane would apply for ``resource`` of ``artifact`` (queue-based unless
+    ``type="lb"``), for tests that drive the runtime directly."""
+    return EndpointSpec(
+        id=id,
+        name=settings.pop("name", resource),
+        resource_name=resource,
+        type=settings.pop("type", "qb"),
+        app_id="app1",
+        environment_id="env1",
+        build_id=settings.pop("build_id", "build1"),
+        artifact_path=artifact,
+        **settings,
+    )
+
+
+FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
+
+
+class FlashCLI:
+    """Our ``flash`` in subprocesses against a platform of its own (a temporary FLASH_HOME and
+    a free loopback port), run in ``project``; :meth:`stop` stops that platform."""
+
+    def __init__(self, home: Path, project: Path, **env: str) -> None:
+        self.home = home
+        self.project = project
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+        self.env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=self.url, **env)
+
+    def __call__(self, *args: str, timeout: float = 180) -> str:
+        done = subprocess.run(
+            [*FLASH, *args],
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert done.returncode == 0, f"flash {' '.join(args)}:\n{done.stderr}"
+        return done.stdout
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self("platform", "status", "--json"))
+        return result
+
+    def stop(self) -> None:
+        subprocess.run([*FLASH, "platform", "stop"], cwd=self.project, env=self.env, timeout=60)

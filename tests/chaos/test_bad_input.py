@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from conftest import build_app
+from support import endpoint_spec
 
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.protocol.wire import bearer
 from flash_runtime.testing.net import call, free_port, wait_until
 from flash_runtime.testing.platform import InProcessPlatform
@@ -33,19 +33,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Any:
     artifact = build_app("qb_sync", tmp_path_factory.mktemp("apps"))
     with InProcessPlatform(tmp_path_factory.mktemp("home")) as p:
         # workersMax 0: the test drives the worker protocol by hand.
-        p.apply(
-            EndpointSpec(
-                id=EP,
-                name="bad",
-                resource_name="qb-sync",
-                type="qb",
-                app_id="a",
-                environment_id="e",
-                build_id="b",
-                artifact_path=artifact,
-                workers_max=0,
-            )
-        )
+        p.apply(endpoint_spec(EP, "qb-sync", artifact, workers_max=0))
         yield p
 
 

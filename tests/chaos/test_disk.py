@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 from conftest import APPS, build_app
-from support import ControlPlaneServer
+from support import ControlPlaneServer, endpoint_spec
 
 from flash_runtime.deploy.deployer import deploy
 from flash_runtime.platform.controlplane import KEEP_BUILDS
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.testing.net import wait_until
 from flash_runtime.testing.platform import InProcessPlatform
 
@@ -38,18 +37,7 @@ def test_an_extraction_directory_goes_with_its_last_user(tmp_path: Path) -> None
     artifact = build_app("qb_sync", tmp_path / "apps")
     with InProcessPlatform(tmp_path / "home") as platform:
         assert platform.runtime is not None
-        spec = EndpointSpec(
-            id="diskendpoint01",
-            name="disk",
-            resource_name="qb-sync",
-            type="qb",
-            app_id="a",
-            environment_id="e",
-            build_id="b",
-            artifact_path=artifact,
-            workers_min=1,
-            workers_max=1,
-        )
+        spec = endpoint_spec("diskendpoint01", "qb-sync", artifact, workers_min=1, workers_max=1)
         platform.apply(spec)
         ep = platform.runtime.endpoints[spec.id]
         app_dir = ep.app_dir

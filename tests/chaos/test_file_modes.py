@@ -3,19 +3,12 @@ outputs, the keys in template envs), logs, artifacts and extracted apps."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import APPS
-
-from flash_runtime.testing.net import free_port
-
-FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
+from support import FlashCLI
 
 
 def test_everything_under_flash_home_is_private(tmp_path: Path) -> None:
@@ -23,24 +16,16 @@ def test_everything_under_flash_home_is_private(tmp_path: Path) -> None:
     (home / "platform").mkdir(parents=True)
     home.chmod(0o755)  # a home made by hand, or by an older version
     (home / "platform").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=f"http://127.0.0.1:{free_port()}")
     project = tmp_path / "app"
     shutil.copytree(APPS / "qb_sync", project)
-
-    def flash(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [*FLASH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=180
-        )
-        assert done.returncode == 0, done.stderr
-        return done
+    flash = FlashCLI(home, project)
 
     try:
         flash("deploy", "--json")  # starts the platform, boots a worker (its boot check)
-        status = json.loads(flash("platform", "status", "--json").stdout)
+        status = flash.status()
         assert status["endpoints"], status
     finally:
-        flash("platform", "stop")
+        flash.stop()
     log = (home / "platform" / "logs" / "platform.log").read_text()
     assert f"{home} was open to other users (mode 755): made private" in log
 

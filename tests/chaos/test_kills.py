@@ -12,42 +12,27 @@ import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import runpod
 from conftest import APPS
+from support import FlashCLI
 
-from flash_runtime.testing.net import free_port, wait_until
+from flash_runtime.testing.net import wait_until
 
-FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 JOBS = 60
 WORKER_KILLS = 10
 CLIENTS = 512
 
 
 def test_no_accepted_job_is_lost_under_worker_and_platform_kills(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    url = f"http://127.0.0.1:{free_port()}"
     home = tmp_path / "home"
-    env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=url)
     project = tmp_path / "chaos"
     shutil.copytree(APPS / "chaos_jobs", project)
-
-    def flash(*args: str) -> str:
-        done = subprocess.run(
-            [*FLASH, *args], cwd=project, env=env, capture_output=True, text=True, timeout=180
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def status() -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(flash("platform", "status", "--json"))
-        return result
+    flash = FlashCLI(home, project)
+    url, status = flash.url, flash.status
 
     rng = random.Random(13)
     try:
@@ -102,4 +87,4 @@ def test_no_accepted_job_is_lost_under_worker_and_platform_kills(tmp_path: Path)
         print(f"load: {CLIENTS} concurrent clients: {dict(codes)}")
         assert codes == Counter({200: CLIENTS})
     finally:
-        subprocess.run([*FLASH, "platform", "stop"], cwd=project, env=env, timeout=60)
+        flash.stop()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import runpod
 from conftest import build_app
+from support import endpoint_spec
 
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.platform.state import EndpointState
 from flash_runtime.platform.supervisor import Worker
 from flash_runtime.testing.platform import InProcessPlatform
@@ -24,19 +24,7 @@ def test_a_poison_job_fails_after_its_attempts_and_the_queue_moves_on(
     artifact = build_app("qb_poison", tmp_path / "apps")
     with InProcessPlatform(tmp_path / "home") as platform:
         assert platform.runtime is not None
-        platform.apply(
-            EndpointSpec(
-                id=POISON,
-                name="qb-poison",
-                resource_name="qb-poison",
-                type="qb",
-                app_id="app",
-                environment_id="env",
-                build_id="b1",
-                artifact_path=artifact,
-                workers_max=1,
-            )
-        )
+        platform.apply(endpoint_spec(POISON, "qb-poison", artifact, workers_max=1))
         monkeypatch.setattr(runpod, "api_key", platform.config.api_key)
         monkeypatch.setattr(runpod, "endpoint_url_base", f"{platform.url}/v2")
         endpoint = runpod.Endpoint(POISON)
@@ -67,10 +55,7 @@ def test_a_poison_job_fails_after_its_attempts_and_the_queue_moves_on(
 
 def test_a_worker_dying_with_work_keeps_the_backoff_growing(tmp_path: Path) -> None:
     """Ready long enough to count as stable, but dead holding a job: not a fresh failure."""
-    spec = EndpointSpec(
-        id="e", name="e", resource_name="r", type="qb", app_id="a", environment_id="v",
-        build_id="b", artifact_path=tmp_path / "a.tar.gz",
-    )  # fmt: skip
+    spec = endpoint_spec("e", "r", tmp_path / "a.tar.gz")
     ep = EndpointState(spec=spec, generation="g", app_dir=tmp_path)
     delays = []
     for n in range(4):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from conftest import build_app
+from support import endpoint_spec
 
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.protocol.wire import bearer
 from flash_runtime.testing.net import call, wait_until
 from flash_runtime.testing.platform import InProcessPlatform
@@ -20,18 +20,7 @@ QB = "identityqb0001"
 OTHER = "identityqb0002"
 
 
-def spec(id: str, resource: str, artifact: Any, **settings: Any) -> EndpointSpec:
-    return EndpointSpec(
-        id=id,
-        name=resource,
-        resource_name=resource,
-        type=settings.pop("type", "qb"),
-        app_id="app",
-        environment_id="env",
-        build_id="b",
-        artifact_path=artifact,
-        **settings,
-    )
+spec = endpoint_spec
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 import requests
 import runpod
 from conftest import build_app
+from support import endpoint_spec
 
-from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.testing.net import wait_until
 from flash_runtime.testing.platform import InProcessPlatform
 
@@ -34,18 +34,7 @@ LB_BROKEN = "lbbroken000001"
 BROKEN = "broken00000001"
 
 
-def spec(id: str, resource: str, artifact: Path, **settings: Any) -> EndpointSpec:
-    return EndpointSpec(
-        id=id,
-        name=resource,
-        resource_name=resource,
-        type=settings.pop("type", "qb"),
-        app_id="app1",
-        environment_id="env1",
-        build_id=settings.pop("build_id", "build1"),
-        artifact_path=artifact,
-        **settings,
-    )
+spec = endpoint_spec
 
 
 @pytest.fixture(scope="module")
