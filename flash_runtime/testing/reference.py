@@ -2,7 +2,8 @@
 
 Tests run its own CLI against the local platform (``tests/e2e/test_reference_client.py``) and
 the benchmarks time it beside ours. :func:`ensure_reference` creates the environment with the
-standard library's ``venv`` and ``pip install runpod-flash==1.21.0``, once: a marker file
+standard library's ``venv`` and ``pip install runpod-flash==1.21.0`` (through uv when it is
+installed), once: a marker file
 written after a successful install (holding ``pip freeze``) makes later calls reuse it. It uses
 the interpreter running this code, so both sides run on the same Python.
 """
@@ -69,9 +70,14 @@ def ensure_reference(root: Path, *, refresh: bool = False) -> ReferenceEnv:
     python = str(root / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     pip = [python, "-m", "pip", "--disable-pip-version-check"]
-    installed = subprocess.run(
-        [*pip, "install", "-q", REQUIREMENT], env=env, capture_output=True, text=True
-    )
+    installer = [*pip, "install", "-q"]
+    try:  # uv when it is there (the dev environment has it): the same install, many times faster
+        from uv import find_uv_bin
+
+        installer = [str(find_uv_bin()), "pip", "install", "-q", "--python", python]
+    except ImportError:
+        pass
+    installed = subprocess.run([*installer, REQUIREMENT], env=env, capture_output=True, text=True)
     if installed.returncode != 0:
         raise RuntimeError(
             f"pip install {REQUIREMENT} failed:\n{installed.stdout}\n{installed.stderr}"
