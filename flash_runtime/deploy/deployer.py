@@ -37,7 +37,7 @@ import orjson
 
 from .. import manifest as manifest_mod
 from ..errors import FlashError
-from ..protocol.controlplane import ControlPlaneClient
+from ..protocol.controlplane import ControlPlaneClient, ControlPlaneError
 from ..protocol.target import Target
 from .manage import delete_endpoint, template_prefix
 
@@ -560,7 +560,15 @@ async def _wait_ready(
     with progress.step(label):
         while pending:
             for name, endpoint_id in list(pending.items()):
-                health = await client.endpoint_health(endpoint_id)
+                try:
+                    health = await client.endpoint_health(endpoint_id)
+                except ControlPlaneError as err:
+                    if not on_runpod:
+                        raise
+                    # Runpod's health API may not serve every kind of endpoint: not a failure.
+                    progress.note(f"{name}: not checked ({err})")
+                    del pending[name]
+                    continue
                 error = health.get("lastError")
                 if error:
                     failures.append(_crash_report(name, endpoint_id, error))

@@ -4,6 +4,7 @@ sends is also checked against Runpod's API (``tests/runpod_schema.graphql``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import APPS
+from rich.console import Console
 from support import ControlPlaneServer, check_request, schemas
 
 from flash_runtime import manifest as manifest_mod
@@ -245,6 +247,21 @@ def test_app_and_env_commands(control_plane: ControlPlaneServer, shop: Path) -> 
     assert code == 0 and flash("app", "list", "--json")[1].strip() == "[]"
     code, out = flash("app", "create", "fresh")
     assert code == 0 and "created app fresh" in out
+
+
+def test_waiting_for_workers_on_runpod_checks_what_runpod_can_tell(
+    control_plane: ControlPlaneServer, shop: Path
+) -> None:
+    """On Runpod an endpoint with workersMin 0 starts no worker before a request: not waited
+    for; an endpoint whose health Runpod does not serve is noted, not failed."""
+    edit(shop / "api.py", "workers=(0, 1)", "workers=(1, 1)")
+    runpod_like = dataclasses.replace(control_plane.target, platform="runpod")
+    console = Console(record=True, width=200)
+    result = deploy(shop, runpod_like, environment_name="production", wait_s=5, console=console)
+    assert {ep.action for ep in result.endpoints} == {"created"}
+    text = console.export_text()
+    assert "worker: not checked (workersMin 0" in text and "jobs: not checked (workersMin 0" in text
+    assert "api: not checked" in text and "404" in text  # this control plane serves no /v2
 
 
 def test_undeploy(control_plane: ControlPlaneServer, shop: Path) -> None:
