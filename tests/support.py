@@ -253,7 +253,8 @@ FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 class FlashCLI:
     """Our ``flash`` in subprocesses against a platform of its own (a temporary FLASH_HOME and
-    a free loopback port), run in ``project``; :meth:`stop` stops that platform."""
+    a free loopback port), run in ``project`` unless told otherwise; :meth:`stop` stops that
+    platform."""
 
     def __init__(self, home: Path, project: Path, **env: str) -> None:
         self.home = home
@@ -262,16 +263,23 @@ class FlashCLI:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
         self.env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=self.url, **env)
 
-    def __call__(self, *args: str, timeout: float = 180) -> str:
-        done = subprocess.run(
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        """``flash args`` as it ended, whatever its exit code."""
+        return subprocess.run(
             [*FLASH, *args],
-            cwd=self.project,
+            cwd=cwd or self.project,
             env=self.env,
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
+
+    def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> str:
+        """``flash args``' output; it must succeed."""
+        done = self.run(*args, cwd=cwd, timeout=timeout)
         assert done.returncode == 0, f"flash {' '.join(args)}:\n{done.stderr}"
         return done.stdout
 
@@ -280,4 +288,4 @@ class FlashCLI:
         return result
 
     def stop(self) -> None:
-        subprocess.run([*FLASH, "platform", "stop"], cwd=self.project, env=self.env, timeout=60)
+        self.run("platform", "stop", timeout=60)

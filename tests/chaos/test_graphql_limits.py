@@ -10,7 +10,7 @@ import pytest
 from graphql import parse
 from support import ControlPlaneServer
 
-from flash_runtime.platform.controlplane import MAX_ALIASES, MAX_BODY_BYTES, MAX_DEPTH, _cost
+from flash_runtime.platform.controlplane import MAX_BODY_BYTES, _cost
 from flash_runtime.protocol import operations
 from flash_runtime.protocol.controlplane import GraphQLRequestError
 from flash_runtime.protocol.wire import bearer
@@ -67,7 +67,6 @@ def test_expensive_documents_are_refused_at_once(control_plane: ControlPlaneServ
 def test_the_limits_leave_room_for_every_document_we_send() -> None:
     for name, document in operations.ALL.items():
         assert _cost(parse(document)) is None, name
-    assert MAX_DEPTH >= 7 and MAX_ALIASES >= 1
 
 
 @pytest.mark.parametrize("name", [".", "..", "-rf", "_x", " ", "a/b", "x" * 65])

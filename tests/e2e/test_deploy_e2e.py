@@ -12,65 +12,41 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import runpod
 from conftest import APPS
-from support import request
-
-from flash_runtime.testing.net import free_port
+from support import FlashCLI, request
 
 FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 
-@dataclass
-class Platform:
+class Platform(FlashCLI):
     """How to run ``flash`` against one private platform."""
-
-    env: dict[str, str]
-    url: str
 
     def flash(
         self, *args: str, cwd: Path, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*FLASH, *args],
-            cwd=cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return self.run(*args, cwd=cwd, timeout=timeout)
 
     def deploy(self, project: Path, *args: str) -> dict[str, Any]:
-        done = self.flash("deploy", "--json", *args, cwd=project)
-        assert done.returncode == 0, done.stderr
-        result: dict[str, Any] = json.loads(done.stdout)
+        result: dict[str, Any] = json.loads(self("deploy", "--json", *args, cwd=project))
         return result
 
     @property
     def api_key(self) -> str:
-        done = self.flash("platform", "status", "--json", cwd=Path.cwd())
-        assert done.returncode == 0, done.stderr
-        key: str = json.loads(done.stdout)["api_key"]
-        return key
+        return str(self.status()["api_key"])
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    url = f"http://127.0.0.1:{free_port()}"
-    env.update(FLASH_HOME=str(tmp_path / "flash_home"), FLASH_PLATFORM_URL=url)
-    env["FLASH_PLATFORM_DRAIN_GRACE_S"] = "5"
-    platform = Platform(env, url)
+    platform = Platform(tmp_path / "flash_home", tmp_path, FLASH_PLATFORM_DRAIN_GRACE_S="5")
     try:
         yield platform
     finally:
-        platform.flash("platform", "stop", cwd=tmp_path, timeout=60)
+        platform.stop()
 
 
 def project(tmp_path: Path, name: str = "shop") -> Path:

@@ -9,7 +9,6 @@ worker output); the Ctrl-C test runs one of its own next to a ``production`` dep
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS
+from support import FlashCLI
 
 from flash_runtime.testing.net import free_port
 
@@ -67,24 +67,13 @@ def until(check: Callable[[], Any], timeout: float) -> Any:
         time.sleep(0.05)
 
 
-@dataclass
-class Env:
+class Env(FlashCLI):
     """A private platform: FLASH_HOME and FLASH_PLATFORM_URL for every ``flash`` we run."""
-
-    vars: dict[str, str]
 
     def flash(
         self, *args: str, cwd: Path, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*FLASH, *args],
-            cwd=cwd,
-            env=self.vars,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return self.run(*args, cwd=cwd, timeout=timeout)
 
 
 @dataclass
@@ -130,7 +119,7 @@ def start_dev(env: Env, project: Path, *args: str) -> DevRun:
     proc = subprocess.Popen(
         [*FLASH, "run", "--port", str(port), *args],
         cwd=project,
-        env={**env.vars, "PYTHONUNBUFFERED": "1"},
+        env={**env.env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -169,17 +158,11 @@ def edit(path: Path, old: str, new: str) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     home = tmp_path_factory.mktemp("dev_home")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    base.update(
-        FLASH_HOME=str(home),
-        FLASH_PLATFORM_URL=f"http://127.0.0.1:{free_port()}",
-        FLASH_PLATFORM_DRAIN_GRACE_S="5",
-    )
-    platform = Env(base)
+    platform = Env(home, home, FLASH_PLATFORM_DRAIN_GRACE_S="5")
     try:
         yield platform
     finally:
-        platform.flash("platform", "stop", cwd=home, timeout=60)
+        platform.stop()
 
 
 @pytest.fixture(scope="module")

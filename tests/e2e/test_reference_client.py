@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,13 @@ from urllib.parse import urlsplit
 import pytest
 import runpod
 from conftest import APPS
+from support import FlashCLI
 
 from flash_runtime.protocol.wire import bearer
-from flash_runtime.testing.net import call, free_port, wait_until
+from flash_runtime.testing.net import call, wait_until
 from flash_runtime.testing.reference import PY, ReferenceEnv, default_root, ensure_reference
 
 REPO = Path(__file__).resolve().parents[2]
-OURS = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +48,14 @@ class Setup:
 
 @pytest.fixture
 def setup(reference: ReferenceEnv, tmp_path: Path) -> Iterator[Setup]:
+    # The official images' environment its workers run in is kept between runs.
+    ours = FlashCLI(
+        tmp_path / "flash_home", tmp_path, FLASH_PLATFORM_IMAGE_ENVS=str(REPO / "build")
+    )
+    url, port = ours.url, int(ours.url.rsplit(":", 1)[1])
+    ours("platform", "start")
+    key = ours.status()["api_key"]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    ours = {**base, "FLASH_HOME": str(tmp_path / "flash_home"), "FLASH_PLATFORM_URL": url}
-    # The official images' environment its workers run in: kept between runs.
-    ours["FLASH_PLATFORM_IMAGE_ENVS"] = str(REPO / "build")
-
-    def flash(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [*OURS, *args], env=ours, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        return done
-
-    flash("platform", "start")
-    key = json.loads(flash("platform", "status", "--json").stdout)["api_key"]
     home = tmp_path / "home"  # the reference keeps its own state under HOME
     home.mkdir()
     theirs = reference.env(
@@ -95,16 +86,9 @@ def setup(reference: ReferenceEnv, tmp_path: Path) -> Iterator[Setup]:
         )
 
     try:
-        yield Setup(
-            url,
-            port,
-            key,
-            app,
-            run,
-            lambda: json.loads(flash("platform", "status", "--json").stdout),
-        )
+        yield Setup(url, port, key, app, run, ours.status)
     finally:
-        subprocess.run([*OURS, "platform", "stop"], env=ours, capture_output=True, timeout=60)
+        ours.stop()
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
