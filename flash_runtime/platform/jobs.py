@@ -440,12 +440,6 @@ class JobStore:
         """Ids of the jobs a worker holds."""
         return frozenset(self._leases.get(worker_id, ()))
 
-    def handed_to(self, job_id: str, worker_id: str) -> bool:
-        """Whether the job was handed to this worker (it may post its result, however late);
-        an unknown or finished job counts as handed (its result is dropped anyway)."""
-        job = self._live.get(job_id)
-        return job is None or job.final or worker_id in job.holders
-
     def lease_count(self, worker_id: str) -> int:
         return len(self._leases.get(worker_id, ()))
 

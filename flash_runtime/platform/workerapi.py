@@ -99,9 +99,15 @@ class WorkerAPI:
             raise ApiError(404, f"queue endpoint {endpoint_id!r} not found")
         return ep, self.runtime.worker(ep, worker_id)
 
-    def _check_handed(self, job_id: str, worker: Worker) -> None:
-        if not self.jobs.handed_to(job_id, worker.id):
-            raise ApiError(403, f"forbidden: job {job_id} was never handed to this worker")
+    @staticmethod
+    def _check_holder(job: Job, worker: Worker, *, running: bool) -> None:
+        """Only a worker the job was handed to may post its result (however late: the first
+        result wins), and only the one running it may stream into it; for a finished job
+        either is dropped anyway."""
+        allowed = job.final or (job.worker_id == worker.id if running else worker.id in job.holders)
+        if not allowed:
+            what = "is not running on" if running else "was never handed to"
+            raise ApiError(403, f"forbidden: job {job.id} {what} this worker")
 
     async def take(self, request: Request) -> Response:
         return await self._take(request, 1, batch=False)
@@ -155,7 +161,7 @@ class WorkerAPI:
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
-            self._check_handed(job_id, worker)
+            self._check_holder(existing, worker, running=False)
             self.jobs.finish(worker.id, job_id, result)
         worker.last_active = time.monotonic()
         if isinstance(result, dict) and result.get("stopPod"):
@@ -173,8 +179,7 @@ class WorkerAPI:
         job_id = request.path_params["job_id"]
         existing = self.jobs.get(job_id)
         if existing is not None and existing.endpoint_id == ep.id:
-            if existing.worker_id != worker.id and not existing.final:
-                raise ApiError(403, f"forbidden: job {job_id} is not running on this worker")
+            self._check_holder(existing, worker, running=True)
             try:
                 self.jobs.add_chunk(job_id, chunk)
             except orjson.JSONEncodeError as err:
