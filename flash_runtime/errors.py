@@ -42,3 +42,17 @@ class RemoteCallError(FlashError):
         self.cause = cause
         self.remote_type = remote_type
         self.remote_message = remote_message
+
+
+def describe(err: BaseException) -> str:
+    """``str(err)``; for a module the worker's image does not have (``No module named 'x'``),
+    with what to do about it: on Runpod the worker has only the image and the artifact."""
+    text = str(err)
+    if isinstance(err, ModuleNotFoundError) and err.name and text.startswith("No module named"):
+        top = err.name.partition(".")[0]
+        text += (
+            f" (the worker's image does not have {top!r}: add the package that provides it to "
+            f"the endpoint's dependencies, e.g. Endpoint(..., dependencies=[{top!r}]), and "
+            "deploy again)"
+        )
+    return text

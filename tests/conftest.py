@@ -17,15 +17,25 @@ from flash_runtime.testing import workers as _workers
 from flash_runtime.testing.workers import WorkerProcess
 
 APPS = Path(__file__).parent / "apps"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
 def _isolated_flash_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Never touch the developer's ~/.flash; share one dependency cache per test session."""
+    """Never touch the developer's ~/.flash; share one dependency cache per test session.
+
+    Platforms run their workers in the platform's own environment (fast, and measured by
+    coverage) unless a test asks for image environments (``FLASH_PLATFORM_WORKER_ENV=image``),
+    which are kept under ``build/`` across runs; no test sees this machine's GPUs unless it
+    sets ``FLASH_PLATFORM_GPUS`` itself."""
     monkeypatch.setenv("FLASH_HOME", str(tmp_path_factory.getbasetemp() / "flash_home"))
     monkeypatch.delenv("FLASH_RESOURCE_NAME", raising=False)
+    monkeypatch.setenv("FLASH_PLATFORM_WORKER_ENV", "platform")
+    monkeypatch.setenv("FLASH_PLATFORM_IMAGE_ENVS", str(REPO / "build" / "image-envs"))
+    monkeypatch.setenv("FLASH_PLATFORM_GPUS", "none")
+    monkeypatch.delenv("FLASH_PLATFORM_WORKERS", raising=False)
 
 
 def build_app(name: str, dest: Path) -> Path:

@@ -251,6 +251,9 @@ def endpoint_spec(id: str, resource: str, artifact: Path, **settings: Any) -> En
 FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 
+PLATFORM_KNOBS = ("FLASH_PLATFORM_WORKER_ENV", "FLASH_PLATFORM_IMAGE_ENVS", "FLASH_PLATFORM_GPUS")
+
+
 class FlashCLI:
     """Our ``flash`` in subprocesses against a platform of its own (a temporary FLASH_HOME and
     a free loopback port), run in ``project`` unless told otherwise; :meth:`stop` stops that
@@ -261,6 +264,10 @@ class FlashCLI:
         self.project = project
         self.url = f"http://127.0.0.1:{free_port()}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+        # How the suite's platforms run workers (conftest.py), unless a test says otherwise.
+        for key in PLATFORM_KNOBS:
+            if key in os.environ:
+                self.env[key] = os.environ[key]
         self.env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=self.url, **env)
 
     def run(

@@ -342,6 +342,9 @@ def env_get(name: str, app_name: str | None, platform: str | None, as_json: bool
         console.print(
             f"  {ep['resource']}  {ep['type']}  {ep['url'] or '-'}  [dim]{ep['id']}[/dim]"
         )
+    for volume in details["networkVolumes"]:
+        where = f"  {volume['localPath']}" if volume.get("localPath") else ""
+        console.print(f"  volume {volume['name']}  [dim]{volume['id']}[/dim]{where}")
 
 
 @env_group.command("create")
@@ -384,7 +387,11 @@ def env_delete(name: str, app_name: str | None, yes: bool, platform: str | None)
 
     env = _call(target, lookup)
     endpoints = ", ".join(ep["name"] for ep in env.get("endpoints") or []) or "none"
-    _confirm(f"Delete environment {app}/{name} and its endpoints ({endpoints})?", yes)
+    question = f"Delete environment {app}/{name} and its endpoints ({endpoints})"
+    volumes = ", ".join(str(v.get("name")) for v in env.get("networkVolumes") or [])
+    if volumes and target.platform == "local":  # here an environment's volume data is its own
+        question += f", with the data of its network volume(s) {volumes}"
+    _confirm(question + "?", yes)
     removed = _call(target, lambda client: delete_environment(client, app, env["id"]))
     console = new_console()
     for endpoint in removed:

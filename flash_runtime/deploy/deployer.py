@@ -51,6 +51,8 @@ DEFAULT_ENVIRONMENT = "production"
 FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
 # GPU endpoints need a driver for the image's CUDA (our GPU image is CUDA 12.8).
 DEFAULT_MIN_CUDA_VERSION = "12.8"
+# A NetworkVolume without a data centre is created in this one (the SDK's default).
+DEFAULT_VOLUME_DATACENTER = "EU-RO-1"
 # The data centres with Flash artifact storage: GPU endpoints are placed in them unless the
 # resource (or RUNPOD_DEFAULT_LOCATIONS / RUNPOD_DEFAULT_DATACENTER) says otherwise.
 FLASH_DATACENTERS = (
@@ -89,6 +91,9 @@ class DeployedEndpoint:
     url: str
     routes: list[str]  # "POST /process", ... (load-balanced endpoints)
     action: Action
+    # What the platform said about where its workers run (the local platform's notices: an
+    # image environment made, a system package or GPU this machine lacks).
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +122,7 @@ class DeployResult:
                     "url": ep.url,
                     "routes": ep.routes,
                     "action": ep.action,
+                    "notices": ep.notices,
                 }
                 for ep in self.endpoints
             ],
@@ -296,6 +302,42 @@ async def _find_or_create_environment(
     return await client.environment(created["id"])
 
 
+async def _resolve_volumes(
+    client: ControlPlaneClient, manifest: Manifest, progress: _Progress
+) -> None:
+    """Gives each ``NetworkVolume(name=...)`` of the manifest the id of the account's volume of
+    that name in that data centre, creating it when there is none (Runpod's REST API)."""
+    wanted = [
+        volume
+        for resource in manifest.resources.values()
+        for volume in resource.volumes
+        if not volume.get("id") and volume.get("name")
+    ]
+    if not wanted:
+        return
+    existing = await client.network_volumes()
+    for volume in wanted:
+        data_center = str(volume.get("dataCenterId") or DEFAULT_VOLUME_DATACENTER)
+        found = next(
+            (
+                v
+                for v in existing
+                if v.get("name") == volume["name"] and v.get("dataCenterId") == data_center
+            ),
+            None,
+        )
+        if found is None:
+            found = await client.create_network_volume(
+                str(volume["name"]), int(volume.get("size") or 100), data_center
+            )
+            existing.append(found)
+            progress.note(f"created network volume {volume['name']!r} ({found['id']})")
+        volume["id"] = found["id"]
+    for resource in manifest.resources.values():
+        if resource.volumes and resource.networkVolumes is None:
+            resource.networkVolumes = resource.volumes  # the older single-volume key, upgraded
+
+
 def _plan(
     manifest: Manifest,
     environment: dict[str, Any],
@@ -400,6 +442,7 @@ async def release(
         previous: dict[str, Any] = {}
         if environment.get("activeBuildId"):
             previous = (await client.build(environment["activeBuildId"])).get("manifest") or {}
+    await _resolve_volumes(client, manifest, progress)
     steps, to_delete = _plan(
         manifest,
         environment,
@@ -470,9 +513,10 @@ async def release(
             "failed: " + "; ".join(failures) + ". Fix the cause and run `flash deploy` again."
         )
     manifest_mod.dump(manifest_mod.from_builtins(data, str(manifest_path)), manifest_path)
+    notices: dict[str, list[str]] = {}
     if wait_s is not None:
         changed = {name: done[name][0] for name, action in actions.items() if action != "unchanged"}
-        await _wait_ready(client, changed, manifest, wait_s, progress)
+        notices = await _wait_ready(client, changed, manifest, wait_s, progress)
 
     endpoints = [
         DeployedEndpoint(
@@ -482,6 +526,7 @@ async def release(
             url=data["resources_endpoints"][name],
             routes=routes_of(manifest, name),
             action=actions[name],
+            notices=notices.get(name, []),
         )
         for name, (endpoint_id, _) in sorted(done.items())
     ]
@@ -541,12 +586,13 @@ async def _wait_ready(
     manifest: Manifest,
     wait_s: float,
     progress: _Progress,
-) -> None:
+) -> dict[str, list[str]]:
     """Step 8: polls each endpoint's ``/health`` until it has a ready worker of its current
     template and none booting (the local platform's ``booting``), failing on a crash at start
-    (``lastError``) or after ``wait_s``."""
+    (``lastError``) or after ``wait_s``. Returns the platform's notices per endpoint."""
+    notices: dict[str, list[str]] = {}
     if not endpoints:
-        return
+        return notices
     on_runpod = client.target.platform == "runpod"
     pending = dict(endpoints)
     if on_runpod:
@@ -569,6 +615,10 @@ async def _wait_ready(
                     progress.note(f"{name}: not checked ({err})")
                     del pending[name]
                     continue
+                if name not in notices and health.get("notices"):
+                    notices[name] = [str(n) for n in health["notices"]]
+                    for notice in notices[name]:
+                        progress.note(f"{name}: {notice}")
                 error = health.get("lastError")
                 if error:
                     failures.append(_crash_report(name, endpoint_id, error))
@@ -589,6 +639,7 @@ async def _wait_ready(
             "the build is released, but " + "\n".join(failures) + "\nFix the cause and run "
             "`flash deploy` again (`--no-wait` skips this check)."
         )
+    return notices
 
 
 def _settled(health: dict[str, Any]) -> bool:

@@ -68,7 +68,24 @@ async def environment_details(
         "state": env["state"],
         "activeBuildId": env.get("activeBuildId"),
         "endpoints": endpoints,
+        "networkVolumes": [
+            _volume(client, app["name"], env["name"], v) for v in env.get("networkVolumes") or []
+        ],
     }
+
+
+def _volume(
+    client: ControlPlaneClient, app: str, environment: str, volume: dict[str, Any]
+) -> dict[str, Any]:
+    """A network volume of an environment; on the local platform, with where its data is."""
+    out = {"id": volume["id"], "name": volume.get("name")}
+    if client.target.platform == "local":
+        from ..platform.volumes import host_dir
+        from ..protocol.local import PlatformConfig
+
+        path = host_dir(PlatformConfig.load(), app, environment, str(volume.get("name") or ""))
+        out["localPath"] = str(path)
+    return out
 
 
 async def create_environment(

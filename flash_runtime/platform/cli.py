@@ -29,8 +29,17 @@ def platform_group() -> None:
 @platform_group.command("start")
 @click.option("--foreground", is_flag=True, help="Run in this terminal and print its log.")
 @click.option("--port", type=int, default=None, help="Port to listen on (default from the URL).")
-def start_command(foreground: bool, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.Choice(["process", "docker"]),
+    default=None,
+    help="Where workers run: processes in their image's environment (default), or "
+    "containers of their image (FLASH_PLATFORM_WORKERS).",
+)
+def start_command(foreground: bool, port: int | None, workers: str | None) -> None:
     """Start the platform (in the background unless --foreground)."""
+    if workers is not None:
+        os.environ["FLASH_PLATFORM_WORKERS"] = workers
     config = PlatformConfig.load()
     if port is not None:
         os.environ["FLASH_PLATFORM_URL"] = process.with_port(config.url, port)

@@ -54,6 +54,7 @@ from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
 from ..protocol.local import PlatformConfig
+from . import volumes
 from .controlplane_store import (
     App,
     Build,
@@ -73,6 +74,7 @@ from .uploads import (
     upload_routes,
     upload_url,
 )
+from .volumes import attached_volume
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +258,14 @@ class ControlPlane:
         return self.store.create_environment(app_id, name)
 
     async def delete_environment(self, environment_id: str) -> bool:
-        self.environment(environment_id)
+        env = self.environment(environment_id)
+        app = self.app(env.app_id)
         async with self._lock(environment_id):
             for endpoint in self.store.endpoints(environment_id):
                 await self._remove(endpoint)
             self.store.delete_environment(environment_id)
+            # Its volumes' data here is its own (volumes.py): it goes with it.
+            volumes.delete_environment_data(self.config, app.name, env.name)
         self._locks.pop(environment_id, None)
         return True
 
@@ -382,6 +387,12 @@ class ControlPlane:
         resource_name = self._resource_for(name, template.env, build)
         endpoint_type = self._type_for(data, template.env, build, resource_name)
         settings = _settings(data)
+        volume_id = attached_volume(settings)
+        if volume_id is not None and self.store.volume(volume_id) is None:
+            raise OperationError(
+                f"network volume {volume_id!r} does not exist: create it first (REST POST "
+                "/v1/networkvolumes; `flash deploy` does for NetworkVolume(name=...))"
+            )
 
         async with self._lock(env_id):
             self.environment(env_id)  # still there after waiting for the lock
@@ -530,6 +541,19 @@ class ControlPlane:
         self.store.delete_template(template.id)
         return True
 
+    def environment_volumes(self, env: Environment) -> list[dict[str, Any]]:
+        """The network volumes the environment's endpoints attach, with where their data is."""
+        app = self.store.app(env.app_id)
+        seen: dict[str, dict[str, Any]] = {}
+        for endpoint in self.store.endpoints(env.id):
+            volume_id = attached_volume(endpoint.settings)
+            volume = self.store.volume(volume_id) if volume_id else None
+            if volume is None or volume.id in seen or app is None:
+                continue
+            path = volumes.host_dir(self.config, app.name, env.name, volume.name)
+            seen[volume.id] = {**volume.to_rest(), "localPath": str(path)}
+        return list(seen.values())
+
     def environment_state(self, env: Environment) -> str:
         """The stored state, except that an environment whose endpoints' workers crash at start
         is ``failed`` until one of them is ready again."""
@@ -599,7 +623,24 @@ class ControlPlane:
             # Our artifacts carry our worker core and say which images they target; any other
             # (runpod-flash's own) needs the official image's environment and entry.
             entry="flash" if build.manifest.get("image_target") else "official",
+            system_dependencies=tuple(str(p) for p in resource.get("systemDependencies") or ()),
+            gpu_count=_gpu_count(endpoint.settings),
+            gpu_ids=str(endpoint.settings.get("gpuIds") or ""),
+            volume_dir=self._volume_dir(endpoint),
         )
+
+    def _volume_dir(self, endpoint: Endpoint) -> str:
+        """The host directory of the endpoint's network volume: one per (app, environment,
+        volume name), under ``platform/volumes`` (see ``volumes.py``); "" without one."""
+        volume_id = attached_volume(endpoint.settings)
+        if volume_id is None:
+            return ""
+        volume = self.store.volume(volume_id)
+        env = self.store.environment(endpoint.environment_id)
+        app = self.store.app(env.app_id) if env else None
+        if volume is None or env is None or app is None:
+            return ""
+        return str(volumes.host_dir(self.config, app.name, env.name, volume.name))
 
     def _record_url(self, build_id: str, resource: str, url: str | None) -> None:
         """Keeps ``resources_endpoints`` of a build's manifest true to what runs.
@@ -742,7 +783,7 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
         },
         "FlashEnvironment": {
             "endpoints": lambda env, info: store.endpoints(env.id),
-            "networkVolumes": lambda env, info: [],
+            "networkVolumes": lambda env, info: cp.environment_volumes(env),
             "activeArtifact": lambda env, info: cp.active_artifact(env, _base_url(info)),
             "state": lambda env, info: cp.environment_state(env),
         },
@@ -759,6 +800,16 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             "isServerless": lambda template, info: template.other.get("isServerless"),
         },
     }
+
+
+def _gpu_count(settings: dict[str, Any]) -> int:
+    """GPUs per worker: ``gpuCount`` of a GPU endpoint (one with ``gpuIds``), else 0."""
+    if not settings.get("gpuIds") or settings.get("instanceIds"):
+        return 0
+    try:
+        return max(1, int(settings.get("gpuCount") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _setting(key: str) -> Resolver:

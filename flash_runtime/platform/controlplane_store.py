@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS flash_endpoints (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS flash_endpoints_by_environment ON flash_endpoints (environment_id);
+CREATE TABLE IF NOT EXISTS network_volumes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,           -- GB
+    data_center_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 _ALPHANUMERIC = string.ascii_lowercase + string.digits
@@ -200,6 +207,25 @@ class Endpoint:
     updated_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A network volume (Runpod's REST ``/networkvolumes``): the account's, by id."""
+
+    id: str
+    name: str
+    size: int
+    data_center_id: str
+    created_at: str
+
+    def to_rest(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "dataCenterId": self.data_center_id,
+        }
+
+
 class ControlPlaneStore:
     """Typed access to the control plane's tables."""
 
@@ -309,6 +335,28 @@ class ControlPlaneStore:
 
     def delete_environment(self, env_id: str) -> None:
         self.db.execute("DELETE FROM flash_environments WHERE id = ?", (env_id,))
+
+    # network volumes
+
+    def create_volume(self, name: str, size: int, data_center_id: str) -> Volume:
+        volume = Volume(runpod_id(10), name, size, data_center_id, _now())
+        self.db.execute(
+            "INSERT INTO network_volumes (id, name, size, data_center_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (volume.id, name, size, data_center_id, volume.created_at),
+        )
+        return volume
+
+    def volumes(self) -> list[Volume]:
+        rows = self.db.execute("SELECT * FROM network_volumes ORDER BY created_at, id")
+        return [Volume(**dict(row)) for row in rows]
+
+    def volume(self, volume_id: str) -> Volume | None:
+        row = self.db.execute("SELECT * FROM network_volumes WHERE id = ?", (volume_id,)).fetchone()
+        return Volume(**dict(row)) if row else None
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.db.execute("DELETE FROM network_volumes WHERE id = ?", (volume_id,))
 
     # uploads and builds
 

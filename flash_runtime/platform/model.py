@@ -39,6 +39,13 @@ class EndpointSpec:
     # A digest of the endpoint's template: workers roll when it changes, not when the build does
     # (as on Runpod, where running workers keep the build they started with).
     template_version: str = ""
+    # What the workers' machine must provide (from the build's manifest and the endpoint's
+    # settings): apt packages, GPUs (0 for CPU endpoints; ``gpuIds`` as Runpod takes it), and
+    # the host directory mounted where Runpod mounts the endpoint's network volume ("": none).
+    system_dependencies: tuple[str, ...] = ()
+    gpu_count: int = 0
+    gpu_ids: str = ""
+    volume_dir: str = ""
 
 
 class Runtime(Protocol):

@@ -6,20 +6,15 @@ app directory and load its ``handler_<resource>.py``).
 Artifacts that flash_runtime did not build (runpod-flash's own, with its SDK inside and nothing
 of ours) run this way, as on Runpod: their code expects the image's packages (runpod-flash's
 dependencies among them), which the platform's own environment does not have.
-:func:`environment` makes that environment once per Python (uv, from the package index), under
+That environment is made once per Python (uv, from the package index) by ``imageenvs.py``, under
 ``FLASH_PLATFORM_IMAGE_ENVS`` or ``FLASH_HOME/platform/images``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
 import sys
-import threading
 from pathlib import Path
-
-from ..errors import FlashError
 
 ENTRIES = Path(__file__).parent / "official_image"
 
@@ -38,50 +33,15 @@ PACKAGES = [
     "runpod-flash==1.21.0",
 ]
 
-_creating = threading.Lock()
 
+def environment(root: Path, python: str | None = None) -> Path:
+    """The images' environment (``imageenvs``' ``official-cpu`` kind) for Python ``python``
+    ("3.11"; default this interpreter's) under ``root``: its interpreter, made first if need be;
+    FlashError saying why when it cannot be."""
+    from . import imageenvs
 
-def environment(root: Path, python: str = sys.executable, *, create: bool = True) -> Path:
-    """The images' environment for ``python`` under ``root`` (its interpreter's path), made
-    first if need be (``create``); FlashError saying why when it cannot be, or is not there."""
-    key = hashlib.sha256(repr((PACKAGES, python)).encode()).hexdigest()[:12]
-    venv = root / f"official-image-{key}"
-    interpreter = venv / "bin" / "python"
-    with _creating:
-        if (venv / ".complete").is_file():
-            return interpreter
-        if not create:
-            raise FlashError(
-                f"the official images' environment {venv} is gone; save the endpoint again"
-            )
-        try:
-            from uv import find_uv_bin
-
-            uv = str(find_uv_bin())
-        except ImportError:
-            raise FlashError(
-                "the official images' environment needs uv to be made: "
-                "pip install 'flash-runtime[cli]'"
-            ) from None
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        made = subprocess.run(
-            [uv, "venv", "-q", "--python", python, str(venv)], capture_output=True, text=True
-        )
-        if made.returncode == 0:
-            made = subprocess.run(
-                [uv, "pip", "install", "-q", "--python", str(interpreter), *PACKAGES],
-                capture_output=True,
-                text=True,
-            )
-        if made.returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)
-            raise FlashError(
-                f"could not make the official images' environment in {venv} (it installs "
-                f"{', '.join(PACKAGES)} from the package index): {made.stderr.strip()[-800:]}"
-            )
-        (venv / ".complete").write_text("ok\n")
-    return interpreter
+    version = python or f"{sys.version_info.major}.{sys.version_info.minor}"
+    return imageenvs.environment(root, "official-cpu", version).interpreter
 
 
 def lay_out(app_dir: Path) -> None:

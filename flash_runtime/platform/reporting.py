@@ -51,6 +51,8 @@ def health(ep: EndpointState, jobs: JobStore) -> dict[str, Any]:
     }
     if ep.failures and ep.last_error:
         body["lastError"] = ep.last_error
+    if ep.notices:  # LOCAL: what its last deploy should tell the user (backends.py, gpus.py)
+        body["notices"] = list(ep.notices)
     # LOCAL: whether workers of the endpoint's current template are still to come (a roll, a
     # boot check, the minimum not reached yet): a deploy waits for this to clear.
     spec = ep.spec

@@ -32,7 +32,6 @@ import logging
 import secrets
 import signal
 import socket
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ import aiohttp
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import db, official, scaling, webhooks
+from . import db, gpus, scaling, webhooks
 from .appdirs import AppDirs
 from .jobs import Job, JobStore
 from .model import EndpointSpec
@@ -82,11 +81,13 @@ class PlatformRuntime:
         self.conn = db.connect(config.db_path)
         self.conn.executescript(SCHEMA)
         self.jobs = JobStore(self.conn, self.settings, self)
+        self.gpus = gpus.GpuPool(gpus.detect())
         self.supervisor = Supervisor(
             config,
             self.settings,
             on_exit=self._worker_exited,
             command=worker_command,
+            gpus=self.gpus,
         )
         self.session: aiohttp.ClientSession | None = None
         self._workers: dict[str, Worker] = {}
@@ -97,7 +98,7 @@ class PlatformRuntime:
         self.app_dirs = AppDirs(config.apps_dir)
         self._closing = False
         self.started_at = time.time()
-        self.python_versions = frozenset({f"{sys.version_info.major}.{sys.version_info.minor}"})
+        self.python_versions = self.supervisor.backend.python_versions
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ class PlatformRuntime:
             task.cancel()
         if self.session is not None:
             await self.session.close()
+        await asyncio.to_thread(self.supervisor.backend.close)
 
     def close_db(self) -> None:
         self.conn.close()
@@ -158,19 +160,40 @@ class PlatformRuntime:
             raise FlashError(
                 f"endpoint {spec.name!r}: build artifact {spec.artifact_path} does not exist"
             )
-        if spec.entry == "official":  # made once (minutes the first time), off the loop
-            await asyncio.to_thread(official.environment, self.config.images_dir)
+        notices = self._gpu_notices(spec)
+        # What the workers need (an image environment, an image with the system packages):
+        # made once, possibly minutes the first time, off the loop.
+        notices += await asyncio.to_thread(
+            self.supervisor.backend.prepare, spec, lambda line: log.info("%s: %s", spec.name, line)
+        )
+        for notice in notices:
+            log.warning("endpoint %s (%s): %s", spec.id, spec.name, notice)
         ep = self.endpoints.get(spec.id)
         if ep is None:
             ep = await self._add(spec, None)
             ep.boot_check = spec.workers_min == 0
         else:
             await self._update(ep, spec)
+        ep.notices = notices
         save_endpoint(self.conn, spec, ep.lb_port)
         self.kick()
         url = self.url_of(spec.id)
         assert url is not None
         return url
+
+    def _gpu_notices(self, spec: EndpointSpec) -> list[str]:
+        """Where a GPU endpoint's workers run here; refuses one whose workers never could."""
+        if not spec.gpu_count:
+            return []
+        host = self.gpus.gpus
+        if host and spec.gpu_count > len(host):
+            have = ", ".join(f"{g.index}: {g.name}" for g in host)
+            raise FlashError(
+                f"endpoint {spec.name!r} asks for {spec.gpu_count} GPUs per worker and this "
+                f"machine has {len(host)} ({have}): lower gpu_count to deploy it here"
+            )
+        notice = gpus.placement_notice(spec.gpu_ids, spec.gpu_count, host)
+        return [notice] if notice else []
 
     async def remove(self, endpoint_id: str) -> None:
         """Stop an endpoint's workers and forget it; its unfinished jobs are cancelled."""

@@ -36,7 +36,7 @@ from .. import __version__
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig, is_loopback
 from ..protocol.wire import UNAUTHORIZED
-from . import balancer, controlplane, db, reporting, serverless, workerapi
+from . import balancer, controlplane, db, reporting, serverless, volumes, workerapi
 from .process import instance_lock
 from .runtime import PlatformRuntime
 from .serverless import ApiError, JSONResponse, api_error_response, bearer_ok
@@ -95,6 +95,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
         Route("/platform/status", status, methods=["GET"]),
         *balancer.alias_routes(runtime),
         *controlplane.routes(cp_conn, runtime, config),
+        *volumes.routes(cp_conn, config),
     ]
     app = Starlette(
         routes=routes,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ..envvars import number
+from ..errors import FlashError
 
 # Runpod's serverless API refuses request bodies over 20 MB.
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
@@ -51,6 +53,12 @@ class RuntimeSettings:
     max_attempts: int = 3
     # A worker log is copied to ``.1`` and truncated when it grows past this.
     log_max_bytes: int = 10 * 1024 * 1024
+    # Where workers run (backends.py): "process" (a process in its image's environment) or
+    # "docker" (a container of its image).
+    workers: Literal["process", "docker"] = "process"
+    # The process backend's Python: "image" (an environment per image, imageenvs.py) or
+    # "platform" (the platform's own; its own test suite uses it: fast, measured by coverage).
+    worker_env: Literal["image", "platform"] = "image"
 
     @property
     def lease_timeout_s(self) -> float:
@@ -61,7 +69,17 @@ class RuntimeSettings:
         """Read the ``FLASH_PLATFORM_*`` overrides (see README, Local platform)."""
         env = os.environ if env is None else env
         d = cls()
+        workers = env.get("FLASH_PLATFORM_WORKERS", d.workers).strip() or d.workers
+        if workers not in ("process", "docker"):
+            raise FlashError(f"FLASH_PLATFORM_WORKERS must be process or docker, not {workers!r}")
+        worker_env = env.get("FLASH_PLATFORM_WORKER_ENV", d.worker_env).strip() or d.worker_env
+        if worker_env not in ("image", "platform"):
+            raise FlashError(
+                f"FLASH_PLATFORM_WORKER_ENV must be image or platform, not {worker_env!r}"
+            )
         return cls(
+            workers=workers,  # type: ignore[arg-type]
+            worker_env=worker_env,  # type: ignore[arg-type]
             long_poll_s=_number(env, "FLASH_PLATFORM_LONG_POLL_S", d.long_poll_s),
             # The runpod SDK pings every RUNPOD_PING_INTERVAL // 1000 seconds: below 1 s it
             # would never sleep.

@@ -49,6 +49,7 @@ class EndpointState:
     lb_waiting: int = 0  # load-balanced requests waiting for a ready worker
     boot_check: bool = False  # start one worker to see the current spec boot (scaling.py)
     removed: bool = False
+    notices: list[str] = field(default_factory=list)  # what its deploy should tell the user
     _changed: asyncio.Event | None = None
 
     @property

@@ -39,6 +39,7 @@ def spec_from_json(raw: bytes | str) -> EndpointSpec:
     known = {f.name for f in dataclasses.fields(EndpointSpec)}
     data = {k: v for k, v in data.items() if k in known}
     data["artifact_path"] = Path(data["artifact_path"])
+    data["system_dependencies"] = tuple(data.get("system_dependencies") or ())
     return EndpointSpec(**data)
 
 
@@ -75,6 +76,9 @@ def generation_of(spec: EndpointSpec) -> str:
             spec.image,
             spec.template_version,
             sorted(spec.env.items()),
+            spec.volume_dir,
+            spec.gpu_count,
+            spec.gpu_ids,
         ]
     )
     return hashlib.sha256(key).hexdigest()[:12]

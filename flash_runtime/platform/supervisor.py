@@ -1,8 +1,10 @@
 """Worker processes: start them with a Runpod worker's environment, watch them, stop them.
 
-Each worker is ``python -m flash_runtime.bootstrap`` (the image's entry point) with the variables
-a Runpod worker gets, its own pod id and a log file. The supervisor only runs processes; the
-runtime decides how many (``runtime.py``) and the job store decides what they hold (``jobs.py``).
+Each worker is its image's entry (``python -m flash_runtime.bootstrap``, or the official image's)
+with the variables a Runpod worker gets, its own pod id and a log file, started by a backend
+(``backends.py``: a process in the image's environment, or a container of the image). The
+supervisor only runs workers; the runtime decides how many (``runtime.py``) and the job store
+decides what they hold (``jobs.py``).
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import FlashError
 from ..protocol.local import PlatformConfig
 from ..protocol.wire import worker_webhooks
-from . import official
+from .backends import WORKER_COMMAND, Backend, Launch, make_backend
+from .gpus import GpuPool
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 
 log = logging.getLogger("flash_runtime.platform")
 
-WORKER_COMMAND = (sys.executable, "-m", "flash_runtime.bootstrap")
+__all__ = ["WORKER_COMMAND", "Supervisor", "Worker", "WorkerState"]
 # Logs of this many most recent workers are kept per endpoint.
 KEEP_LOGS = 20
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -75,6 +77,8 @@ class Worker:
     # endpoint only, and for its load-balanced port. None for external workers.
     key: str | None = None
     app_dir: Path | None = None  # where its artifact is extracted (kept while it lives)
+    launch: Launch | None = None  # how its backend started it
+    gpus: list[int] = field(default_factory=list)  # the host GPUs it holds
     _stops: list[str] = field(default_factory=list)
     _stop_waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
@@ -145,6 +149,8 @@ class Worker:
             "uptime": round(time.monotonic() - self.started_at, 1),
             "exitCode": self.exit_code,
             "log": str(self.log_path) if self.log_path else None,
+            "gpus": self.gpus,
+            "container": self.launch.container if self.launch else None,
         }
 
 
@@ -230,11 +236,14 @@ class Supervisor:
         *,
         on_exit: Callable[[Worker], None],
         command: Sequence[str] = WORKER_COMMAND,
+        backend: Backend | None = None,
+        gpus: GpuPool | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.on_exit = on_exit
-        self.command = list(command)
+        self.backend = backend or make_backend(config, settings, command)
+        self.gpus = gpus or GpuPool([])
         self._watchers: set[asyncio.Task[None]] = set()
         self._preexec = _die_with_parent()
         self._live_logs: set[Path] = set()
@@ -257,11 +266,23 @@ class Supervisor:
             app_dir=app_dir,
             port=port,
             ping_interval_ms=self.settings.ping_interval_ms,
+            # A container gets what Runpod gives a worker, nothing of this machine's.
+            base={} if self.backend.name == "docker" else None,
         )
-        self.config.apps_dir.mkdir(parents=True, exist_ok=True)
-        command, cwd = self.command, self.config.apps_dir
-        if spec.entry == "official":
-            command, cwd = self._official(spec, worker_id, port, env)
+        gpus = []
+        if spec.gpu_count and self.gpus.gpus:
+            got = self.gpus.acquire(worker_id, spec.gpu_count, spec.gpu_ids)
+            if got is None:
+                raise OSError(
+                    f"no {spec.gpu_count} free GPU(s) for another worker: this machine's "
+                    f"{len(self.gpus.gpus)} are held by other workers"
+                )
+            gpus = got
+        try:
+            launch = self.backend.launch(spec, worker_id, env, gpus)
+        except BaseException:
+            self.gpus.release(worker_id)
+            raise
         worker = Worker(
             id=worker_id,
             endpoint_id=spec.id,
@@ -270,6 +291,8 @@ class Supervisor:
             port=port,
             key=worker_key,
             app_dir=app_dir,
+            launch=launch,
+            gpus=[g.index for g in gpus],
         )
         with open(log_path, "ab") as log_file:
             log_file.write(
@@ -278,18 +301,22 @@ class Supervisor:
                 f"{f', port {port}' if port else ''}\n".encode()
             )
             log_file.flush()
-            worker.proc = await asyncio.create_subprocess_exec(
-                *command,
-                env=env,
-                cwd=cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                # Its own session: a Ctrl-C on a foreground platform reaches the platform,
-                # which then stops workers gracefully, instead of killing them mid-job.
-                start_new_session=True,
-                preexec_fn=self._preexec,
-            )
+            try:
+                worker.proc = await asyncio.create_subprocess_exec(
+                    *launch.command,
+                    env=launch.env,
+                    cwd=launch.cwd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    # Its own session: a Ctrl-C on a foreground platform reaches the platform,
+                    # which then stops workers gracefully, instead of killing them mid-job.
+                    start_new_session=True,
+                    preexec_fn=self._preexec,
+                )
+            except BaseException:
+                self.gpus.release(worker_id)
+                raise
         self._live_logs.add(log_path)
         log.info("worker %s of %s started (pid %s)", worker_id, spec.id, worker.pid)
         watcher = asyncio.create_task(self._watch(worker), name=f"watch-{worker_id}")
@@ -297,30 +324,16 @@ class Supervisor:
         watcher.add_done_callback(self._watchers.discard)
         return worker
 
-    def _official(
-        self, spec: EndpointSpec, worker_id: str, port: int | None, env: dict[str, str]
-    ) -> tuple[list[str], Path]:
-        """The official image's entry for one worker: its own app directory (a container's
-        ``/app``), the images' environment (made by ``apply``: OSError if it is gone)."""
-        root = self.config.images_dir
-        try:
-            interpreter = official.environment(root, create=False)
-        except FlashError as err:
-            raise OSError(str(err)) from err
-        app_dir = self.config.apps_dir / f"official-{worker_id}"
-        official.lay_out(app_dir)
-        env.pop("PYTHONPATH", None)
-        env["PATH"] = f"{interpreter.parent}{os.pathsep}{env.get('PATH', '')}"
-        return official.command(interpreter, spec.type, "127.0.0.1", port, keyed=True), app_dir
-
     async def _watch(self, worker: Worker) -> None:
         assert worker.proc is not None
-        code = await worker.proc.wait()
+        code = self.backend.exit_code(await worker.proc.wait())
         if worker.log_path is not None:
             self._live_logs.discard(worker.log_path)
         worker.exit_code = code
         worker.state = WorkerState.EXITED
-        shutil.rmtree(self.config.apps_dir / f"official-{worker.id}", ignore_errors=True)
+        self.gpus.release(worker.id)
+        if worker.launch is not None and worker.launch.scratch is not None:
+            shutil.rmtree(worker.launch.scratch, ignore_errors=True)
         worker.release_polls()
         if worker.log_path is not None:
             with contextlib.suppress(OSError), open(worker.log_path, "ab") as f:
@@ -343,6 +356,8 @@ class Supervisor:
     def kill(self, worker: Worker) -> None:
         """SIGKILL a worker (a drain that overran its grace, or one that stopped answering)."""
         if worker.proc is not None and worker.proc.returncode is None:
+            if worker.launch is not None:
+                self.backend.kill(worker.launch)  # a container outlives its client
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.kill()
 

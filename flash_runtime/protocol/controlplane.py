@@ -238,6 +238,32 @@ class ControlPlaneClient:
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise self._unreachable(url, exc) from None
 
+    # network volumes (Runpod's REST API)
+
+    async def network_volumes(self) -> list[dict[str, Any]]:
+        found = await self._rest("GET", "/networkvolumes")
+        if isinstance(found, dict):  # some answers wrap the list
+            found = found.get("networkVolumes") or []
+        return cast(list[dict[str, Any]], found)
+
+    async def create_network_volume(self, name: str, size: int, data_center: str) -> dict[str, Any]:
+        body = {"name": name, "size": size, "dataCenterId": data_center}
+        return cast(dict[str, Any], await self._rest("POST", "/networkvolumes", body))
+
+    async def _rest(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.target.rest_url}{path}"
+        headers = {"Authorization": f"Bearer {self.target.api_key}"}
+        try:
+            async with self._http().request(method, url, json=body, headers=headers) as response:
+                if response.status == 401:
+                    raise AuthenticationError(f"{url} refused the API key (HTTP 401)")
+                if response.status >= 400:
+                    text = (await response.text())[:300]
+                    raise ControlPlaneError(f"{url} answered HTTP {response.status}: {text}")
+                return await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise self._unreachable(url, exc) from None
+
     # templates
 
     async def template(self, template_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ PLATFORMS: tuple[Platform, ...] = ("local", "runpod")
 
 RUNPOD_API_URL = "https://api.runpod.io"
 RUNPOD_ENDPOINT_URL = "https://api.runpod.ai/v2"
+RUNPOD_REST_URL = "https://rest.runpod.io/v1"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Target:
     lb_url_template: str | None
     unreachable_hint: str  # what to do when the control plane does not answer
     key_hint: str  # where the key for calling the endpoints comes from
+    rest_url: str = ""  # Runpod's REST API (network volumes): {rest_url}/networkvolumes
 
     @property
     def graphql_url(self) -> str:
@@ -62,6 +64,7 @@ def local_target() -> Target:
         lb_url_template=None,
         unreachable_hint="is the platform running? Start it with `flash platform start`",
         key_hint="the local platform's key, shown by `flash platform status`",
+        rest_url=f"{config.url}/v1",
     )
 
 
@@ -86,6 +89,7 @@ def runpod_target() -> Target:
         lb_url_template=f"https://{{id}}.{host}",
         unreachable_hint="check your network connection and https://uptime.runpod.io",
         key_hint="your Runpod API key",
+        rest_url=(os.environ.get("RUNPOD_REST_API_URL") or RUNPOD_REST_URL).strip().rstrip("/"),
     )
 
 

@@ -14,6 +14,8 @@ import secrets
 from enum import StrEnum
 from typing import Any
 
+from ..errors import describe
+
 # -- jobs ---------------------------------------------------------------------------------------
 
 
@@ -43,7 +45,7 @@ def job_error(err: BaseException, traceback_text: str, **about: str) -> str:
     worker id, SDK version), which the official client and :func:`read_job_error` read."""
     info = {
         "error_type": str(type(err)),
-        "error_message": str(err),
+        "error_message": describe(err),
         "error_traceback": traceback_text,
         **about,
     }

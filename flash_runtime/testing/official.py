@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from ..platform import official
@@ -27,9 +26,9 @@ def cache_root() -> Path:
     return base / "build"
 
 
-def environment(python: str = sys.executable) -> Path:
-    """The official images' Python environment (its interpreter's path), under
-    :func:`cache_root`."""
+def environment(python: str | None = None) -> Path:
+    """The official images' Python environment for Python ``python`` ("3.11"; default this
+    interpreter's), its interpreter's path, under :func:`cache_root`."""
     return official.environment(cache_root(), python)
 
 

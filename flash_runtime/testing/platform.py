@@ -29,8 +29,10 @@ from ..protocol.local import PlatformConfig
 
 T = TypeVar("T")
 
-# Timings short enough for tests: leases lapse after 3 s, held polls answer within 5 s.
+# Timings short enough for tests: leases lapse after 3 s, held polls answer within 5 s; workers
+# in this environment (tests of image environments replace worker_env).
 FAST = RuntimeSettings(
+    worker_env="platform",
     long_poll_s=5.0,
     ping_interval_ms=1000,
     tick_s=0.1,

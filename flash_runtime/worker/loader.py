@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import manifest as manifest_mod
-from ..errors import ManifestError
+from ..errors import ManifestError, describe
 from ..manifest import FunctionEntry, Manifest, Resource
 from .arguments import ArgSpec
 from .config import WorkerConfig
@@ -144,7 +144,7 @@ def load_resource(app_dir: Path, manifest: Manifest, name: str) -> LoadedResourc
         except Exception as err:
             raise ManifestError(
                 f"importing module {entry.module!r} of resource {name!r} failed: "
-                f"{type(err).__name__}: {err}"
+                f"{type(err).__name__}: {describe(err)}"
             ) from err
         try:
             target = unwrap(getattr(module, entry.name))

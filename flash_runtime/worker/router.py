@@ -48,6 +48,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from ..errors import describe
 from . import request_context
 from .arguments import ArgSpec, InvalidArguments, MalformedBody, decode_object
 from .lb_responses import error_response, send_result
@@ -366,7 +367,9 @@ class Router:
             exc,
             exc_info=exc,
         )
-        await error_response(500, type(exc).__name__, str(exc), request_id)(scope, receive, send)
+        await error_response(500, type(exc).__name__, describe(exc), request_id)(
+            scope, receive, send
+        )
 
     # -- arguments --------------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""Where a worker runs: the ``process`` backend (a process in its image's environment, this
+module) or the ``docker`` backend (a container of its image, ``docker.py``). The supervisor
+starts, signals and watches both the same way: each launch is one child process (the worker,
+or the ``docker run`` client attached to it).
+
+``prepare`` runs when an endpoint is saved, off the event loop: it makes what the endpoint's
+workers need (an image environment, an image with the system packages) and returns the notices
+a deploy shows; a FlashError refuses the endpoint. ``launch`` is then cheap, per worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from ..errors import FlashError
+from ..protocol.local import PlatformConfig
+from . import imageenvs, official
+from .gpus import Gpu
+from .model import EndpointSpec
+from .settings import RuntimeSettings
+
+WORKER_COMMAND = (sys.executable, "-m", "flash_runtime.bootstrap")
+# Where Runpod mounts an endpoint's network volume in its workers.
+VOLUME_MOUNT = "/runpod-volume"
+VOLUME_PATH_ENV = "RUNPOD_VOLUME_PATH"
+BackendName = Literal["process", "docker"]
+
+
+@dataclass
+class Launch:
+    """How to start one worker: its command, directory and environment."""
+
+    command: list[str]
+    cwd: Path
+    env: dict[str, str]
+    scratch: Path | None = None  # a per-worker directory, removed when the worker exits
+    container: str | None = None  # docker: the container's name
+    passed: list[str] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    name: BackendName
+    # The Python versions ("3.11") whose artifacts this backend can run workers for.
+    python_versions: frozenset[str]
+
+    def prepare(self, spec: EndpointSpec, progress: Callable[[str], None]) -> list[str]: ...
+
+    def launch(
+        self, spec: EndpointSpec, worker_id: str, env: dict[str, str], gpus: list[Gpu]
+    ) -> Launch: ...
+
+    def kill(self, launch: Launch) -> None: ...
+
+    def exit_code(self, code: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def cuda_devices(gpus: list[Gpu]) -> str:
+    return ",".join(str(g.index) for g in gpus)
+
+
+def missing_system_packages(packages: Sequence[str]) -> list[str]:
+    """The apt packages of ``packages`` this machine has neither installed (dpkg) nor as a
+    command on PATH."""
+    missing = []
+    dpkg = shutil.which("dpkg-query")
+    for package in packages:
+        if shutil.which(package):
+            continue
+        if dpkg is not None:
+            done = subprocess.run(
+                [dpkg, "-W", "-f=${Status}", package], capture_output=True, text=True
+            )
+            if done.returncode == 0 and "install ok installed" in done.stdout:
+                continue
+        missing.append(package)
+    return missing
+
+
+class ProcessBackend:
+    """Workers as processes of this machine, each in its image's environment
+    (``imageenvs.py``); with ``worker_env="platform"``, in the platform's own environment
+    instead (the platform's own test suite: fast, and measured by coverage)."""
+
+    name: BackendName = "process"
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        settings: RuntimeSettings,
+        command: Sequence[str] = WORKER_COMMAND,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.command = list(command)
+        self.own_env = settings.worker_env == "platform"
+        if self.own_env:
+            self.python_versions = frozenset({f"{sys.version_info.major}.{sys.version_info.minor}"})
+        else:
+            self.python_versions = imageenvs.pythons()
+
+    def _kind(self, spec: EndpointSpec) -> str:
+        if spec.entry == "official":  # an artifact that only the official image's entry runs
+            kind = imageenvs.image_kind(spec.image)
+            return kind if kind.startswith("official") else "official-cpu"
+        return imageenvs.image_kind(spec.image)
+
+    def _python(self, spec: EndpointSpec) -> str:
+        return spec.python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    def prepare(self, spec: EndpointSpec, progress: Callable[[str], None]) -> list[str]:
+        notices = []
+        missing = missing_system_packages(spec.system_dependencies)
+        if missing:
+            notices.append(
+                f"system_dependencies {', '.join(missing)}: not installed on this machine, and "
+                "the process backend cannot install them (workers run on this machine); "
+                f"install them (apt-get install {' '.join(missing)}) or start the platform "
+                "with `--workers docker`"
+            )
+        if self.own_env and spec.entry == "flash":
+            return notices
+        env = imageenvs.environment(
+            self.config.images_dir, self._kind(spec), self._python(spec), progress=progress
+        )
+        if env.created_s is not None:
+            notices.append(
+                f"made the {env.kind} image environment for Python {env.python} in "
+                f"{env.created_s:.1f}s (once; later deploys reuse it)"
+            )
+        if env.missing:
+            notices.append(
+                f"the image's {', '.join(env.missing)} cannot be installed for local workers: "
+                "importing one fails with a message saying so"
+            )
+        return notices
+
+    def launch(
+        self, spec: EndpointSpec, worker_id: str, env: dict[str, str], gpus: list[Gpu]
+    ) -> Launch:
+        if spec.gpu_count:
+            env["CUDA_VISIBLE_DEVICES"] = cuda_devices(gpus)
+        if spec.volume_dir:
+            env[VOLUME_PATH_ENV] = spec.volume_dir
+        self.config.apps_dir.mkdir(parents=True, exist_ok=True)
+        if self.own_env and spec.entry == "flash":
+            return Launch(list(self.command), self.config.apps_dir, env)
+        try:
+            image_env = imageenvs.environment(
+                self.config.images_dir, self._kind(spec), self._python(spec), create=False
+            )
+        except FlashError as err:
+            raise OSError(str(err)) from err
+        image_env.worker_env(env)
+        if not image_env.official_entry:
+            command = [str(image_env.interpreter), "-m", "flash_runtime.bootstrap"]
+            return Launch(command, self.config.apps_dir, env)
+        # The official image's entry: its own app directory (a container's /app).
+        app_dir = self.config.apps_dir / f"official-{worker_id}"
+        official.lay_out(app_dir)
+        command = official.command(
+            image_env.interpreter, spec.type, "127.0.0.1", _port(env), keyed=True
+        )
+        return Launch(command, app_dir, env, scratch=app_dir)
+
+    def kill(self, launch: Launch) -> None:
+        """Nothing beyond the process itself."""
+
+    def exit_code(self, code: int) -> int:
+        return code
+
+    def close(self) -> None:
+        """Nothing to clean up."""
+
+
+def _port(env: dict[str, str]) -> int | None:
+    return int(env["PORT"]) if "PORT" in env else None
+
+
+def make_backend(
+    config: PlatformConfig, settings: RuntimeSettings, command: Sequence[str] = WORKER_COMMAND
+) -> Backend:
+    """The backend ``settings.workers`` names."""
+    if settings.workers == "docker":
+        from .docker import DockerBackend
+
+        docker: Backend = DockerBackend(config, settings)
+        return docker
+    return ProcessBackend(config, settings, command)
