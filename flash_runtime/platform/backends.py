@@ -148,6 +148,7 @@ class ProcessBackend:
         if spec.gpu_count:
             env["CUDA_VISIBLE_DEVICES"] = cuda_devices(gpus)
         if spec.volume_dir:
+            Path(spec.volume_dir).mkdir(parents=True, exist_ok=True)
             env[VOLUME_PATH_ENV] = spec.volume_dir
         self.config.apps_dir.mkdir(parents=True, exist_ok=True)
         if self.own_env and spec.entry == "flash":

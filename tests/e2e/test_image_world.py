@@ -50,7 +50,9 @@ def test_workers_see_only_their_image(cli: FlashCLI, tmp_path: Path, target: str
     args = ["--image-repository", "registry.example/flash"] if target == "flash" else []
     started = time.perf_counter()
     result = json.loads(cli("deploy", "--json", *args, cwd=project, timeout=900))
-    print(f"\n{target}: first deploy (image environments made) {time.perf_counter() - started:.1f}s")
+    print(
+        f"\n{target}: first deploy (image environments made) {time.perf_counter() - started:.1f}s"
+    )
     endpoints = {ep["resource"]: ep for ep in result["endpoints"]}
     key = str(cli.status()["api_key"])
 

@@ -411,6 +411,7 @@ def test_endpoint_input_errors_say_what_to_fix(
         ({"type": "LB"}, "does not match resource 'worker', which is queue-based"),
         ({"workersMin": 3, "workersMax": 1}, "workersMin 3 and workersMax 1"),
         ({"scalerType": "FAST"}, "scalerType 'FAST'"),
+        ({"networkVolumeId": "nosuchvol1"}, "network volume 'nosuchvol1' does not exist"),
     ]
     for change, message in cases:
         payload = {**endpoint_payload("worker", env["id"]), **change}
