@@ -120,23 +120,25 @@ class DockerBackend:
             f"apt-get install -y -qq --no-install-recommends {' '.join(packages)} >/dev/null; "
             "rm -rf /var/lib/apt/lists/*"
         )
-        done = _run(
-            [self.docker, "run", "--name", builder, "--network", "host", "--user", "root",
-             "--entrypoint", "sh", image, "-c", script],
-            timeout=1800,
-        )  # fmt: skip
+        # The image's own entrypoint stays when it has none (an emptied ENTRYPOINT would not
+        # survive the commit); one it has is replaced for the install and restored after.
+        entrypoint = config.get("Entrypoint") or []
+        run = [self.docker, "run", "--name", builder, "--network", "host", "--user", "root"]
+        run += (
+            ["--entrypoint", "sh", image, "-c", script]
+            if entrypoint
+            else [image, "sh", "-c", script]
+        )
+        done = _run(run, timeout=1800)
         try:
             if done.returncode != 0:
                 raise FlashError(
                     f"system_dependencies {' '.join(packages)} could not be installed into "
                     f"{image} with apt: {(done.stderr or done.stdout).strip()[-600:]}"
                 )
-            changes = [
-                "--change",
-                f"ENTRYPOINT {json.dumps(config.get('Entrypoint') or [])}",
-                "--change",
-                f"CMD {json.dumps(config.get('Cmd') or [])}",
-            ]
+            changes = ["--change", f"CMD {json.dumps(config.get('Cmd') or [])}"]
+            if entrypoint:
+                changes += ["--change", f"ENTRYPOINT {json.dumps(entrypoint)}"]
             committed = _run([self.docker, "commit", *changes, builder, tag], timeout=600)
             if committed.returncode != 0:
                 raise FlashError(f"could not save {tag}: {committed.stderr.strip()[-300:]}")
