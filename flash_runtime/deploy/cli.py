@@ -112,6 +112,12 @@ def _confirm(question: str, yes: bool) -> None:
     show_default=True,
     help="Seconds to wait for each changed endpoint to have a ready worker.",
 )
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Try the deployment in containers on this machine first: a temporary local platform "
+    "with the docker backend, one container per endpoint, removed on Ctrl-C.",
+)
 @_platform_option
 @_json_option
 @_handles_errors
@@ -123,6 +129,7 @@ def deploy_command(
     image_repository: str | None,
     no_wait: bool,
     wait_timeout: float,
+    preview: bool,
     platform: str | None,
     as_json: bool,
 ) -> None:
@@ -138,6 +145,27 @@ def deploy_command(
     from .target import resolve
 
     console = new_console(stderr=as_json)
+    if preview:
+        from .preview import run_preview
+
+        if platform == "runpod":
+            raise click.UsageError("--preview runs on this machine: leave out --platform runpod")
+        run_preview(
+            console,
+            lambda target: deploy(
+                Path.cwd(),
+                target,
+                app_name=app_name,
+                environment_name="preview",
+                exclude=exclude,
+                no_deps=no_deps,
+                image_repository=image_repository,
+                console=console,
+                wait_s=wait_timeout,
+            ),
+            as_json=as_json,
+        )
+        return
     target = resolve(platform, start=True)
     console.print(f"[dim]Deploying to the {target.platform} platform at {target.api_url}[/dim]")
     result = deploy(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import APPS
-from support import FlashCLI, request
+from support import FLASH, FlashCLI, request
 
 from flash_runtime.testing.net import wait_until
 
@@ -119,7 +120,7 @@ def _check_endpoints(cli: FlashCLI, result: dict[str, Any]) -> None:
 
     def tools_workers() -> list[dict[str, Any]]:
         eps = cli.status()["endpoints"]
-        return next(e for e in eps if e["id"] == tools_id)["workers"]
+        return list(next(e for e in eps if e["id"] == tools_id)["workers"])
 
     [before] = tools_workers()
     code, job = request("POST", f"{cli.url}/v2/{tools_id}/run", key, {"input": {"text": "slow"}})
@@ -137,3 +138,41 @@ def _check_endpoints(cli: FlashCLI, result: dict[str, Any]) -> None:
     assert done["output"]["hostname"] == after[0]["id"] and done["output"]["note"] == (
         "from a container"
     ), done
+
+
+def test_preview_runs_the_deployment_in_containers_until_ctrl_c(tmp_path: Path, image: str) -> None:
+    project = tmp_path / "world"
+    shutil.copytree(APPS / "docker_world", project)
+    python = image.rpartition(":py")[2]
+    tags = [f"{REPOSITORY}/{name}:py{python}-latest" for name in ("flash-cpu", "flash-lb-cpu")]
+    for tag in tags:
+        subprocess.run(["docker", "tag", image, tag], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
+    env["FLASH_HOME"] = str(tmp_path / "my_home")  # the preview leaves it alone
+    preview = subprocess.Popen(
+        [*FLASH, "deploy", "--preview", "--json", "--image-repository", REPOSITORY],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert preview.stdout is not None
+        line = preview.stdout.readline()
+        assert line, "the preview printed no deployment"
+        result = json.loads(line)
+        endpoints = {ep["resource"]: ep for ep in result["endpoints"]}
+        key, home = result["preview"]["apiKey"], Path(result["preview"]["home"])
+        assert len(containers()) >= 3  # one per endpoint, at least
+        url = endpoints["api"]["url"]
+        status, mean = request("POST", f"{url}/mean", key, {"values": [4, 6]})
+        assert status == 200 and mean["mean"] == 5.0, mean
+    finally:
+        preview.send_signal(signal.SIGINT)
+        _, stderr = preview.communicate(timeout=120)
+        untag(*tags)
+    assert preview.returncode == 0, stderr
+    assert "Stopping the preview" in stderr
+    wait_until(lambda: not containers(), timeout=60, what="the preview's containers removed")
+    assert not home.exists() and not (tmp_path / "my_home").exists()
