@@ -80,16 +80,21 @@ def status_command(as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"platform: {'running' if status['running'] else 'stopped'}  {status['url']}")
+    backend = f"  workers: {status['workers']}" if status.get("workers") else ""
+    click.echo(
+        f"platform: {'running' if status['running'] else 'stopped'}  {status['url']}{backend}"
+    )
     click.echo(f"API key:  {status['api_key']}")
     if not status["endpoints"]:
         click.echo("no endpoints")
     for ep in status["endpoints"]:
         click.echo(f"\n{ep['name']}  {ep['type']}  {ep['id']}  {ep['url'] or ''}")
         for w in ep.get("workers", []):
+            where = f"  container {w['container']}" if w.get("container") else ""
+            gpus = f"  GPUs {','.join(map(str, w['gpus']))}" if w.get("gpus") else ""
             click.echo(
                 f"  worker {w['id']}  {w['state']:<9} pid {w['pid']}  jobs {w['jobs']}  "
-                f"in flight {w['inFlight']}  up {w['uptime']}s"
+                f"in flight {w['inFlight']}  up {w['uptime']}s{where}{gpus}"
             )
         error = (ep.get("health") or {}).get("lastError")
         if error:
@@ -114,6 +119,7 @@ def collect_status(config: PlatformConfig) -> dict[str, Any]:
             "api_key": config.api_key,
             "running": True,
             "pid": info.get("pid"),
+            "workers": live.get("workers"),
             "endpoints": live["endpoints"],
         }
     return {

@@ -19,6 +19,7 @@ class Reported(Protocol):
     jobs: JobStore
     endpoints: dict[str, EndpointState]
     started_at: float
+    workers_backend: str  # "process" or "docker"
 
     def url_of(self, endpoint_id: str) -> str | None: ...
 
@@ -90,5 +91,6 @@ def status(runtime: Reported) -> dict[str, Any]:
         "url": runtime.config.url,
         "pid": os.getpid(),
         "startedAt": runtime.started_at,
+        "workers": runtime.workers_backend,
         "endpoints": [describe(runtime, ep) for ep in runtime.endpoints.values()],
     }

@@ -99,6 +99,7 @@ class PlatformRuntime:
         self._closing = False
         self.started_at = time.time()
         self.python_versions = self.supervisor.backend.python_versions
+        self.workers_backend: str = self.supervisor.backend.name
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -48,10 +48,8 @@ class Setup:
 
 @pytest.fixture
 def setup(reference: ReferenceEnv, tmp_path: Path) -> Iterator[Setup]:
-    # The official images' environment its workers run in is kept between runs.
-    ours = FlashCLI(
-        tmp_path / "flash_home", tmp_path, FLASH_PLATFORM_IMAGE_ENVS=str(REPO / "build")
-    )
+    # The official images' environment its workers run in is kept between runs (conftest).
+    ours = FlashCLI(tmp_path / "flash_home", tmp_path)
     url, port = ours.url, int(ours.url.rsplit(":", 1)[1])
     ours("platform", "start")
     key = ours.status()["api_key"]
