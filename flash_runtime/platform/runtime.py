@@ -168,7 +168,7 @@ class PlatformRuntime:
             self.supervisor.backend.prepare, spec, lambda line: log.info("%s: %s", spec.name, line)
         )
         for notice in notices:
-            log.warning("endpoint %s (%s): %s", spec.id, spec.name, notice)
+            log.info("endpoint %s (%s): %s", spec.id, spec.name, notice)
         ep = self.endpoints.get(spec.id)
         if ep is None:
             ep = await self._add(spec, None)
