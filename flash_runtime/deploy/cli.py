@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,9 @@ from .._terminal import fail, new_console
 from ..errors import FlashError
 from ..pack.cli import exclude_option, image_repository_option, no_deps_option
 from ..protocol.target import PLATFORMS, Target
+
+if TYPE_CHECKING:
+    from .deployer import DeployResult
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,40 +148,31 @@ def deploy_command(
     from .target import resolve
 
     console = new_console(stderr=as_json)
+
+    def run(target: Target, environment: str, wait: bool) -> DeployResult:
+        return deploy(
+            Path.cwd(),
+            target,
+            app_name=app_name,
+            environment_name=environment,
+            exclude=exclude,
+            no_deps=no_deps,
+            image_repository=image_repository,
+            console=console,
+            wait_s=wait_timeout if wait else None,
+        )
+
     if preview:
         from .preview import run_preview
 
         if platform == "runpod":
             raise click.UsageError("--preview runs on this machine: leave out --platform runpod")
-        run_preview(
-            console,
-            lambda target: deploy(
-                Path.cwd(),
-                target,
-                app_name=app_name,
-                environment_name="preview",
-                exclude=exclude,
-                no_deps=no_deps,
-                image_repository=image_repository,
-                console=console,
-                wait_s=wait_timeout,
-            ),
-            as_json=as_json,
-        )
+        # The preview waits for its containers whatever --no-wait says: that is what it shows.
+        run_preview(console, lambda target: run(target, "preview", True), as_json=as_json)
         return
     target = resolve(platform, start=True)
     console.print(f"[dim]Deploying to the {target.platform} platform at {target.api_url}[/dim]")
-    result = deploy(
-        Path.cwd(),
-        target,
-        app_name=app_name,
-        environment_name=env_name,
-        exclude=exclude,
-        no_deps=no_deps,
-        image_repository=image_repository,
-        console=console,
-        wait_s=None if no_wait else wait_timeout,
-    )
+    result = run(target, env_name, not no_wait)
     if as_json:
         _echo_json(result.to_json())
     else:

@@ -183,15 +183,3 @@ class ProcessBackend:
 
 def _port(env: dict[str, str]) -> int | None:
     return int(env["PORT"]) if "PORT" in env else None
-
-
-def make_backend(
-    config: PlatformConfig, settings: RuntimeSettings, command: Sequence[str] = WORKER_COMMAND
-) -> Backend:
-    """The backend ``settings.workers`` names."""
-    if settings.workers == "docker":
-        from .docker import DockerBackend
-
-        docker: Backend = DockerBackend(config, settings)
-        return docker
-    return ProcessBackend(config, settings, command)

@@ -235,6 +235,13 @@ def environment(
     return ImageEnv(kind, python, interpreter, pythonpath, missing, borrowed, created)
 
 
+def official_environment(root: Path, python: str | None = None) -> Path:
+    """The official images' environment (the ``official-cpu`` kind) for Python ``python``
+    ("3.11"; default this interpreter's) under ``root``: its interpreter, made first if need be."""
+    version = python or f"{sys.version_info.major}.{sys.version_info.minor}"
+    return environment(root, "official-cpu", version).interpreter
+
+
 def _make(venv: Path, base: str, wanted: Recipe) -> None:
     uv = _uv()
     if uv is None:

@@ -6,14 +6,14 @@ app directory and load its ``handler_<resource>.py``).
 Artifacts that flash_runtime did not build (runpod-flash's own, with its SDK inside and nothing
 of ours) run this way, as on Runpod: their code expects the image's packages (runpod-flash's
 dependencies among them), which the platform's own environment does not have.
-That environment is made once per Python (uv, from the package index) by ``imageenvs.py``, under
-``FLASH_PLATFORM_IMAGE_ENVS`` or ``FLASH_HOME/platform/images``.
+That environment (its package set is :data:`PACKAGES`) is made once per Python by ``imageenvs.py``
+(:func:`~.imageenvs.official_environment`), under ``FLASH_PLATFORM_IMAGE_ENVS`` or
+``FLASH_HOME/platform/images``.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 ENTRIES = Path(__file__).parent / "official_image"
@@ -32,16 +32,6 @@ PACKAGES = [
     "uvicorn[standard]",
     "runpod-flash==1.21.0",
 ]
-
-
-def environment(root: Path, python: str | None = None) -> Path:
-    """The images' environment (``imageenvs``' ``official-cpu`` kind) for Python ``python``
-    ("3.11"; default this interpreter's) under ``root``: its interpreter, made first if need be;
-    FlashError saying why when it cannot be."""
-    from . import imageenvs
-
-    version = python or f"{sys.version_info.major}.{sys.version_info.minor}"
-    return imageenvs.environment(root, "official-cpu", version).interpreter
 
 
 def lay_out(app_dir: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..protocol.local import PlatformConfig
 from ..protocol.wire import worker_webhooks
-from .backends import WORKER_COMMAND, Backend, Launch, make_backend
+from .backends import WORKER_COMMAND, Backend, Launch, ProcessBackend
 from .gpus import GpuPool
 from .model import EndpointSpec
 from .settings import RuntimeSettings
@@ -152,6 +152,18 @@ class Worker:
             "gpus": self.gpus,
             "container": self.launch.container if self.launch else None,
         }
+
+
+def make_backend(
+    config: PlatformConfig, settings: RuntimeSettings, command: Sequence[str] = WORKER_COMMAND
+) -> Backend:
+    """The backend ``settings.workers`` names (``backends.py``, ``docker.py``)."""
+    if settings.workers == "docker":
+        from .docker import DockerBackend
+
+        docker: Backend = DockerBackend(config, settings)
+        return docker
+    return ProcessBackend(config, settings, command)
 
 
 def worker_environment(

@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..platform import official
+from ..platform import imageenvs, official
 from .workers import WorkerProcess
 
 
@@ -29,7 +29,7 @@ def cache_root() -> Path:
 def environment(python: str | None = None) -> Path:
     """The official images' Python environment for Python ``python`` ("3.11"; default this
     interpreter's), its interpreter's path, under :func:`cache_root`."""
-    return official.environment(cache_root(), python)
+    return imageenvs.official_environment(cache_root(), python)
 
 
 class OfficialImage:
