@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,9 +29,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches
+from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches, request_id_of
 from . import reporting, transport
 from .jobs import JobStore
+from .metrics import Metrics
 from .state import EndpointState
 from .supervisor import Worker, WorkerState
 
@@ -50,6 +52,7 @@ class BalancerHost(Protocol):
     supervisor: Supervisor
     session: aiohttp.ClientSession | None
     jobs: JobStore
+    metrics: Metrics
 
     def worker_ready(self, ep: EndpointState, worker: Worker) -> None: ...
 
@@ -262,8 +265,11 @@ class Balancer:
             k: v
             for k, v in headers.items()
             if k.lower() not in HOP_BY_HOP
-            and k.lower() not in ("authorization", "x-flash-worker-key")
+            and k.lower() not in ("authorization", "x-flash-worker-key", "x-request-id")
         }
+        # The request's id (the caller's, or a new one) goes to the worker, which logs it, puts
+        # it on its answer and on every cross-endpoint call it makes.
+        forward["X-Request-ID"] = request_id_of(headers.get("x-request-id")) or uuid.uuid4().hex
         previous = headers.get("X-Forwarded-For")
         forward["X-Forwarded-For"] = f"{previous}, {peer or ''}" if previous else peer or ""
         attempts = 0
@@ -310,7 +316,9 @@ class Balancer:
         """Pass ``request`` to a ready worker as ``target`` (path and query); stream back its
         answer. The endpoint's own port and the platform's alias both come here."""
         if not self.authorized(request.headers.get("authorization")):
+            self._counted(401, 0.0)
             return transport.json_response(401, UNAUTHORIZED_BODY)
+        started = time.perf_counter()
         context = self.upstream(
             request.method,
             target,
@@ -321,8 +329,16 @@ class Balancer:
         try:
             upstream = await context.__aenter__()
         except ProxyError as err:
+            self._counted(err.status, time.perf_counter() - started)
             return transport.json_response(err.status, err.body)
+        self._counted(upstream.status, time.perf_counter() - started)
         return await transport.relay(upstream, lambda: context.__aexit__(None, None, None))
+
+    def _counted(self, status: int, seconds: float) -> None:
+        labels = (("endpoint", self.ep.id), ("name", self.ep.spec.name))
+        metrics = self.runtime.metrics
+        metrics.count("flash_lb_requests_total", (*labels, ("status", str(status))))
+        metrics.observe("flash_lb_request_seconds", labels, seconds)
 
 
 async def _forward_to(

@@ -14,11 +14,11 @@ import orjson
 from .._terminal import fail
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
-from . import db, process
+from . import db, logs, process
 
 __all__ = ["logs_command", "platform_group"]
 
-FOLLOW_POLL_S = 0.5
+FOLLOW_POLL_S = 0.2
 
 
 @click.group("platform")
@@ -89,6 +89,18 @@ def status_command(as_json: bool) -> None:
         click.echo("no endpoints")
     for ep in status["endpoints"]:
         click.echo(f"\n{ep['name']}  {ep['type']}  {ep['id']}  {ep['url'] or ''}")
+        figures = ep.get("figures")
+        if figures:
+            jobs = figures.get("jobs") or {}
+            done = ", ".join(f"{n} {status}" for status, n in jobs.items()) or "none"
+            line = (
+                f"  jobs {done}" if ep["type"] == "qb" else f"  {figures['lbRequests']} LB requests"
+            )
+            if ep["type"] == "lb" and figures.get("lbErrors"):
+                line += f" ({figures['lbErrors']} 5xx)"
+            if figures.get("restarts"):
+                line += f"; {figures['restarts']} worker restart(s)"
+            click.echo(line)
         for w in ep.get("workers", []):
             where = f"  container {w['container']}" if w.get("container") else ""
             gpus = f"  GPUs {','.join(map(str, w['gpus']))}" if w.get("gpus") else ""
@@ -156,67 +168,130 @@ def _saved_endpoints(config: PlatformConfig) -> list[Any]:
         conn.close()
 
 
-def _endpoint_logs(config: PlatformConfig, endpoint: str) -> tuple[str, Path]:
-    """(endpoint id, its log directory) for an id or a name."""
-    for spec, _ in _saved_endpoints(config):
-        if endpoint in (spec.id, spec.name):
-            return spec.id, config.logs_dir / spec.id
-    direct = config.logs_dir / endpoint
-    if direct.is_dir():  # a removed endpoint's logs stay readable by id
-        return endpoint, direct
-    raise FlashError(
-        f"no endpoint {endpoint!r} on this platform ({config.home}); "
-        "`flash platform status` lists them"
-    )
+def _select_endpoints(
+    config: PlatformConfig, endpoint: str | None, app: str | None, env: str | None
+) -> list[logs.Endpoint]:
+    """The endpoints whose logs to read: ENDPOINT by id; else by name (or all of them) in the
+    app and environment (defaults: the current directory's name and ``production``); a name
+    found only elsewhere is an error that says where."""
+    from .controlplane_store import ControlPlaneStore
+
+    if not config.db_path.exists():
+        raise FlashError(f"no platform state in {config.home}: nothing was deployed here yet")
+    conn = db.connect(config.db_path)
+    try:
+        store = ControlPlaneStore(conn)
+        specs = [spec for spec, _ in _saved_endpoints(config)]
+        types = {spec.id: spec.type for spec in specs}
+        rows = []  # (app, env, endpoint)
+        for env_row in conn.execute(
+            "SELECT e.id, e.name AS env, a.name AS app FROM flash_environments e "
+            "JOIN flash_apps a ON a.id = e.app_id"
+        ):
+            for ep in store.endpoints(env_row["id"]):
+                rows.append((env_row["app"], env_row["env"], ep))
+    finally:
+        conn.close()
+
+    def chosen(ep: Any) -> logs.Endpoint:
+        return logs.Endpoint(ep.id, ep.name, types.get(ep.id, "lb" if ep.type == "LB" else "qb"))
+
+    if endpoint is not None:
+        by_id = [chosen(ep) for _, _, ep in rows if ep.id == endpoint]
+        if by_id:
+            return by_id
+        # One the runtime runs outside any app (applied directly), by id or name.
+        managed = {ep.id for _, _, ep in rows}
+        loose = [s for s in specs if s.id not in managed and endpoint in (s.id, s.name)]
+        if loose:
+            return [logs.Endpoint(s.id, s.name, s.type) for s in loose]
+        if (config.logs_dir / endpoint).is_dir():  # a removed endpoint's logs, by id
+            return [logs.Endpoint(endpoint, endpoint)]
+    app = app or Path.cwd().name
+    env = env or "production"
+    here = [r for r in rows if r[0] == app and r[1] == env]
+    if endpoint is None:
+        if not here:
+            raise FlashError(f"no endpoints in {app}/{env}; give --app and --env")
+        return [chosen(ep) for _, _, ep in here]
+    named = [chosen(ep) for _, _, ep in here if ep.name == endpoint]
+    if named:
+        return named
+    elsewhere = sorted(f"{a}/{e}" for a, e, ep in rows if ep.name == endpoint)
+    where = f"; it is in {', '.join(elsewhere)} (give --app and --env)" if elsewhere else ""
+    raise FlashError(f"no endpoint {endpoint!r} in {app}/{env}{where}")
+
+
+def _since(value: str | None) -> float | None:
+    """``--since``: a duration back from now (``90s``, ``10m``, ``2h``, ``1d``) or a time
+    (ISO 8601, UTC unless it says otherwise)."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give a duration (30s, 10m, 2h, 1d) or a time (2026-12-01T14:00:00)",
+            param_hint="--since",
+        ) from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 @click.command("logs")
-@click.argument("endpoint")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", "-n", type=int, default=None, help="Only the last N lines of each log.")
-def logs_command(endpoint: str, follow: bool, tail: int | None) -> None:
-    """Print the logs of an endpoint's workers (ENDPOINT: id or name)."""
+@click.argument("endpoint", required=False)
+@click.option("--app", "app_name", default=None, help="App (default: this directory's name).")
+@click.option("--env", "env_name", default=None, help="Environment (default: production).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--since", default=None, help="Only lines since: 30s, 10m, 2h, 1d, or a time.")
+@click.option("--worker", default=None, help="Only this worker's lines.")
+@click.option("--request", "request_id", default=None, help="Only lines of this request or job id.")
+@click.option(
+    "--tail", "-n", type=click.IntRange(min=0), default=None, help="Only the last N lines."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs_command(
+    endpoint: str | None,
+    app_name: str | None,
+    env_name: str | None,
+    follow: bool,
+    since: str | None,
+    worker: str | None,
+    request_id: str | None,
+    tail: int | None,
+    as_json: bool,
+) -> None:
+    """Print the logs of endpoints' workers, oldest first, merged (ENDPOINT: a name in the
+    app and environment, or an id; none: all of them). Each line carries its time, endpoint,
+    worker and request or job id; --request follows one request across endpoints."""
     config = PlatformConfig.load()
     try:
-        endpoint_id, directory = _endpoint_logs(config, endpoint)
+        endpoints = _select_endpoints(config, endpoint, app_name, env_name)
     except FlashError as err:
         fail(err)
-    offsets: dict[Path, int] = {}
-    files = _log_files(directory)
-    if not files and not follow:
-        click.echo(f"no worker logs yet for {endpoint_id} ({directory})", err=True)
-    for path in files:
-        click.echo(f"==> worker {path.stem} ({path}) <==")
-        data = path.read_bytes()
-        text = data.decode(errors="replace")
-        if tail is not None:
-            text = "\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")
-        click.echo(text, nl=False)
-        offsets[path] = len(data)
-    current: Path | None = files[-1] if files else None
-    while follow:
-        time.sleep(FOLLOW_POLL_S)
-        for path in _log_files(directory):
-            try:
-                size = path.stat().st_size
-            except OSError:
-                continue
-            offset = offsets.get(path, 0)
-            if size < offset:  # rotated (copy-truncate)
-                offset = 0
-            if size == offset:
-                continue
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-            offsets[path] = offset + len(data)
-            if path != current:
-                click.echo(f"==> worker {path.stem} ({path}) <==")
-                current = path
-            click.echo(data.decode(errors="replace"), nl=False)
+    since_at = _since(since)
 
+    def emit(lines: list[dict[str, Any]]) -> None:
+        for entry in lines:
+            click.echo(orjson.dumps(entry).decode() if as_json else logs.text(entry))
 
-def _log_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    lines, cursor = logs.read(
+        config, endpoints, since=since_at, worker=worker, request=request_id, tail=tail
+    )
+    emit(lines)
+    if not lines and not follow and not as_json and tail != 0:
+        names = ", ".join(ep.name for ep in endpoints)
+        click.echo(f"no log lines yet for {names}", err=True)
+    try:
+        while follow:
+            time.sleep(FOLLOW_POLL_S)
+            lines, cursor = logs.read(
+                config, endpoints, since=since_at, worker=worker, request=request_id, cursor=cursor
+            )
+            emit(lines)
+    except KeyboardInterrupt:
+        pass

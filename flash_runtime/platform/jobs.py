@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_id TEXT,                   -- lease owner while IN_PROGRESS, then who finished it
     attempts INTEGER NOT NULL DEFAULT 0,
     expires_at REAL NOT NULL,         -- queued: dropped after; finished: deleted after
-    stream_read INTEGER NOT NULL DEFAULT 0
+    stream_read INTEGER NOT NULL DEFAULT 0,
+    request_id TEXT                   -- X-Request-ID of the submit (LOCAL: followed across endpoints)
 );
 CREATE INDEX IF NOT EXISTS jobs_endpoint_status ON jobs (endpoint_id, status);
 CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_at);
@@ -100,6 +101,7 @@ class Job:
     stream_seq: int = 0
     delivered: bool = False  # a /runsync caller received the result
     holders: set[str] = field(default_factory=set)  # workers it was handed to (this start)
+    request_id: str | None = None  # the submit's X-Request-ID
     changed: asyncio.Event | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -120,6 +122,8 @@ class Job:
             body["error"] = orjson.Fragment(self.error)
         if self.worker_id is not None:
             body["workerId"] = self.worker_id
+        if self.request_id is not None:  # LOCAL: the request it belongs to, across endpoints
+            body["requestId"] = self.request_id
         return body
 
     def notify(self) -> None:
@@ -170,6 +174,9 @@ class JobStore:
         self._parked: dict[str, set[asyncio.Future[None]]] = {}  # worker id -> its long-polls
         self.closing = False
         conn.executescript(SCHEMA)
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "request_id" not in columns:  # a database from before request ids
+            conn.execute("ALTER TABLE jobs ADD COLUMN request_id TEXT")
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -218,6 +225,7 @@ class JobStore:
         execution_timeout_ms: int = 0,
         ttl_ms: int | None = None,
         sync: bool = False,
+        request_id: str | None = None,
     ) -> Job:
         """Accept a job: persist it, queue it, wake a waiting worker."""
         now = time.time()
@@ -232,10 +240,11 @@ class JobStore:
             webhook=webhook,
             sync=sync,
             queued_at=time.monotonic(),
+            request_id=request_id,
         )
         self.conn.execute(
             "INSERT INTO jobs (id, endpoint_id, status, input, webhook, execution_timeout_ms,"
-            " sync, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " sync, created_at, expires_at, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 endpoint_id,
@@ -246,6 +255,7 @@ class JobStore:
                 int(sync),
                 now,
                 job.expires_at,
+                request_id,
             ),
         )
         self._live[job.id] = job
@@ -712,6 +722,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         worker_id=row["worker_id"],
         attempts=row["attempts"],
         stream_read=row["stream_read"],
+        request_id=row["request_id"],
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ..protocol.local import PlatformConfig
 from .jobs import JobStore
+from .metrics import Metrics
 from .state import EndpointState
 from .supervisor import WorkerState
 
@@ -20,6 +21,7 @@ class Reported(Protocol):
     endpoints: dict[str, EndpointState]
     started_at: float
     workers_backend: str  # "process" or "docker"
+    metrics: Metrics
 
     def url_of(self, endpoint_id: str) -> str | None: ...
 
@@ -82,6 +84,20 @@ def describe(runtime: Reported, ep: EndpointState) -> dict[str, Any]:
             w.info(jobs=runtime.jobs.lease_count(w.id)) for w in ep.workers.values() if w.alive
         ],
         "logs": str(runtime.config.logs_dir / spec.id),
+        "figures": figures(runtime.metrics, ep),
+    }
+
+
+def figures(metrics: Metrics, ep: EndpointState) -> dict[str, Any]:
+    """The key figures since the platform started: jobs by how they ended, LB requests."""
+    labels = (("endpoint", ep.id), ("name", ep.spec.name))
+    finished = metrics.by("flash_jobs_finished_total", labels, "status")
+    requests = metrics.by("flash_lb_requests_total", labels, "status")
+    return {
+        "jobs": {status.lower(): int(n) for status, n in sorted(finished.items())},
+        "lbRequests": int(sum(requests.values())),
+        "lbErrors": int(sum(n for status, n in requests.items() if status.startswith("5"))),
+        "restarts": int(metrics.value("flash_worker_restarts_total", labels)),
     }
 
 

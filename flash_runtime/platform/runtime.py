@@ -44,6 +44,7 @@ from ..protocol.local import PlatformConfig
 from . import db, gpus, scaling, webhooks
 from .appdirs import AppDirs
 from .jobs import Job, JobStore
+from .metrics import Labels, Metrics
 from .model import EndpointSpec
 from .settings import RuntimeSettings
 from .state import EndpointState
@@ -53,6 +54,11 @@ from .supervisor import WORKER_COMMAND, Supervisor, Worker, WorkerState
 log = logging.getLogger("flash_runtime.platform")
 
 HOUSEKEEPING_EVERY_S = 5.0
+
+
+def labels_of(ep: EndpointState) -> Labels:
+    """An endpoint's metric labels."""
+    return (("endpoint", ep.id), ("name", ep.spec.name))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -81,6 +87,7 @@ class PlatformRuntime:
         self.conn = db.connect(config.db_path)
         self.conn.executescript(SCHEMA)
         self.jobs = JobStore(self.conn, self.settings, self)
+        self.metrics = Metrics()
         self.gpus = gpus.GpuPool(gpus.detect())
         self.supervisor = Supervisor(
             config,
@@ -313,6 +320,15 @@ class PlatformRuntime:
             worker.signal_stop(job_id)
 
     def job_finished(self, job: Job) -> None:
+        ep = self.endpoints.get(job.endpoint_id)
+        labels = labels_of(ep) if ep is not None else (("endpoint", job.endpoint_id),)
+        metrics = self.metrics
+        metrics.count("flash_jobs_finished_total", (*labels, ("status", job.status.value)))
+        if job.started_at is not None:
+            metrics.observe("flash_job_queue_seconds", labels, job.started_at - job.created_at)
+            if job.completed_at is not None:
+                execution = job.completed_at - job.started_at
+                metrics.observe("flash_job_execution_seconds", labels, execution)
         if job.webhook:
             assert self.session is not None
             self._spawn_background(webhooks.deliver(self.session, job.webhook, job.payload()))
@@ -414,6 +430,7 @@ class PlatformRuntime:
             return
         del ep.workers[worker.id]
         if worker.drain_deadline is None and not self._closing:
+            self.metrics.count("flash_worker_restarts_total", labels_of(ep))
             delay = ep.crashed(worker, time.monotonic(), self._backoff, held_work=held)
             log.warning(
                 "worker %s of %s %s with code %s; restarting in %.1fs (log: %s)",
@@ -553,3 +570,23 @@ class PlatformRuntime:
 
     def all_workers(self) -> Iterable[Worker]:
         return self._workers.values()
+
+    def render_metrics(self) -> str:
+        """``/metrics``: the counters, and the gauges as they are now."""
+        gauges: list[tuple[str, str, str, Labels, float]] = []
+        for ep in self.endpoints.values():
+            labels = labels_of(ep)
+            if ep.spec.type == "qb":
+                queue = self.jobs.queue(ep.id)
+                gauges.append(("flash_jobs_queued", "gauge", "Jobs waiting for a worker.", labels,
+                               len(queue.pending)))  # fmt: skip
+                gauges.append(("flash_jobs_running", "gauge", "Jobs a worker holds.", labels,
+                               queue.running))  # fmt: skip
+            states = {state: 0 for state in ("starting", "ready", "draining")}
+            for worker in ep.workers.values():
+                if worker.alive:
+                    states[worker.state.value] = states.get(worker.state.value, 0) + 1
+            for state, n in states.items():
+                gauges.append(("flash_workers", "gauge", "Workers by state.",
+                               (*labels, ("state", state)), n))  # fmt: skip
+        return self.metrics.render(gauges)

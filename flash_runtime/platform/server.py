@@ -37,6 +37,7 @@ from ..errors import FlashError
 from ..protocol.local import PlatformConfig, is_loopback
 from ..protocol.wire import UNAUTHORIZED
 from . import balancer, controlplane, db, reporting, serverless, volumes, workerapi
+from . import logs as logs_api
 from .process import instance_lock
 from .runtime import PlatformRuntime
 from .serverless import ApiError, JSONResponse, api_error_response, bearer_ok
@@ -64,6 +65,19 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
         if not bearer_ok(request, config.api_key):
             raise ApiError(401, UNAUTHORIZED)
         return JSONResponse(reporting.status(runtime))
+
+    async def metrics(request: Request) -> Response:
+        if not bearer_ok(request, config.api_key):
+            raise ApiError(401, UNAUTHORIZED)
+        return Response(
+            runtime.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def worker_logs(request: Request) -> Response:
+        """``GET /platform/logs?endpoint=ID&...``: what ``flash logs`` prints, as JSON."""
+        if not bearer_ok(request, config.api_key):
+            raise ApiError(401, UNAUTHORIZED)
+        return JSONResponse(await logs_api.query(runtime, request.query_params))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -93,6 +107,8 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
         *serverless.routes(runtime),
         Route("/health", health, methods=["GET"]),
         Route("/platform/status", status, methods=["GET"]),
+        Route("/platform/logs", worker_logs, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *balancer.alias_routes(runtime),
         *controlplane.routes(cp_conn, runtime, config),
         *volumes.routes(cp_conn, config),
@@ -228,11 +244,11 @@ def serve(config: PlatformConfig, settings: RuntimeSettings | None = None) -> No
 
 def main() -> int:
     """``python -m flash_runtime.platform.server``."""
-    logging.basicConfig(
-        level=os.environ.get("FLASH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The workers' formats (worker/logs.py): text lines with a UTC time, or JSON lines
+    # (FLASH_LOG_FORMAT=json).
+    from ..worker.logs import setup as setup_logging
+
+    setup_logging(os.environ, os.environ.get("FLASH_LOG_LEVEL", "INFO").upper())
     try:
         serve(PlatformConfig.load(), RuntimeSettings.from_env())
     except FlashError as err:

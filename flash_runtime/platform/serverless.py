@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..protocol.wire import UNAUTHORIZED, key_matches
+from ..protocol.wire import UNAUTHORIZED, key_matches, request_id_of
 from . import reporting
 from .jobs import Job
-from .runtime import PlatformRuntime
+from .runtime import PlatformRuntime, labels_of
 from .settings import MAX_REQUEST_BYTES
 from .state import EndpointState
 
@@ -155,7 +155,9 @@ class ServerlessAPI:
                 execution_timeout_ms=timeout_ms or 0,
                 ttl_ms=ttl_ms,
                 sync=sync,
+                request_id=request_id_of(request.headers.get("x-request-id")),
             )
+            self.runtime.metrics.count("flash_jobs_submitted_total", labels_of(ep))
         except orjson.JSONEncodeError as err:  # parsed, but deeper than JSON can be written
             raise ApiError(400, f'"input" cannot be stored as JSON: {err}') from None
         self.runtime.job_submitted(ep)
@@ -163,7 +165,9 @@ class ServerlessAPI:
 
     async def run(self, request: Request) -> Response:
         job = await self._submit(request, sync=False)
-        return JSONResponse({"id": job.id, "status": job.status.value})
+        return JSONResponse(
+            {"id": job.id, "status": job.status.value}, headers=_request_header(job)
+        )
 
     async def runsync(self, request: Request) -> Response:
         """Wait up to ``?wait=`` ms (default 90 s) for the result; past that answer with the
@@ -178,8 +182,10 @@ class ServerlessAPI:
         await self.jobs.wait(job, wait_ms / 1000)
         if job.final:
             self.jobs.mark_delivered(job)
-            return JSONResponse(job.payload())
-        return JSONResponse({"id": job.id, "status": job.status.value})
+            return JSONResponse(job.payload(), headers=_request_header(job))
+        return JSONResponse(
+            {"id": job.id, "status": job.status.value}, headers=_request_header(job)
+        )
 
     async def status(self, request: Request) -> Response:
         ep = self._endpoint(request)
@@ -222,3 +228,8 @@ class ServerlessAPI:
 def routes(runtime: PlatformRuntime) -> list[BaseRoute]:
     """The serverless API routes (mounted by ``server.py``)."""
     return ServerlessAPI(runtime).routes()
+
+
+def _request_header(job: Job) -> dict[str, str]:
+    """``X-Request-ID``: the caller's, else the job's id (what its worker's lines carry)."""
+    return {"X-Request-ID": job.request_id or job.id}

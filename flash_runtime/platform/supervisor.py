@@ -28,6 +28,7 @@ from typing import Any
 
 from ..protocol.local import PlatformConfig
 from ..protocol.wire import worker_webhooks
+from ..worker.request_context import utc_time
 from .backends import WORKER_COMMAND, Backend, Launch, ProcessBackend
 from .gpus import GpuPool
 from .model import EndpointSpec
@@ -308,7 +309,8 @@ class Supervisor:
         )
         with open(log_path, "ab") as log_file:
             log_file.write(
-                f"[flash platform] worker {worker_id} of endpoint {spec.id} ({spec.name}),"
+                f"{utc_time(time.time())} [flash platform] worker {worker_id} of endpoint "
+                f"{spec.id} ({spec.name}),"
                 f" resource {spec.resource_name}, build {spec.build_id or '-'}"
                 f"{f', port {port}' if port else ''}\n".encode()
             )
@@ -349,7 +351,10 @@ class Supervisor:
         worker.release_polls()
         if worker.log_path is not None:
             with contextlib.suppress(OSError), open(worker.log_path, "ab") as f:
-                f.write(f"[flash platform] worker {worker.id} exited with code {code}\n".encode())
+                stamp = utc_time(time.time())
+                f.write(
+                    f"{stamp} [flash platform] worker {worker.id} exited with code {code}\n".encode()
+                )
         log.info("worker %s of %s exited with code %s", worker.id, worker.endpoint_id, code)
         self.on_exit(worker)
 

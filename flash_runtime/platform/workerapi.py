@@ -43,8 +43,13 @@ OK = b"{}"
 
 
 def _job_body(job: Job) -> bytes:
-    # The stored input is JSON text already: splice it in rather than re-encoding it.
-    return b'{"id":' + orjson.dumps(job.id) + b',"input":' + job.input + b"}"
+    # The stored input is JSON text already: splice it in rather than re-encoding it. LOCAL:
+    # ``requestId``, the submit's X-Request-ID, which our job loop follows (the official one
+    # ignores it).
+    body = b'{"id":' + orjson.dumps(job.id) + b',"input":' + job.input
+    if job.request_id is not None:
+        body += b',"requestId":' + orjson.dumps(job.request_id)
+    return body + b"}"
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:

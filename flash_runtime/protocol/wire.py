@@ -67,6 +67,17 @@ def read_job_error(error: Any) -> tuple[str, str]:
     return "Exception", str(info)
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def request_id_of(value: str | None) -> str | None:
+    """A caller's ``X-Request-ID`` when it is one we carry on (up to 128 letters, digits and
+    ``._:@/+=-``); None otherwise (the id is then made afresh)."""
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
 def route_error(error: str, message: str, request_id: str, **extra: Any) -> dict[str, Any]:
     """A load-balanced route's error body: ``{"error": type, "message": ..., "request_id"}``."""
     return {"error": error, "message": message, **extra, "request_id": request_id}

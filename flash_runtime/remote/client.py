@@ -49,6 +49,7 @@ from ..protocol.wire import (
     read_job_error,
     read_route_error,
 )
+from ..worker import request_context
 from .context import CallContext, context_for
 from .discovery import RETRY_AFTER_S, TTL_S, Discovery
 
@@ -174,6 +175,11 @@ class RemoteClient:
             **bearer(context.target.api_key),
             "Content-Type": "application/json",
         }
+        request_id = (
+            request_context.outgoing()
+        )  # the request (or job) this call is made for, followed on
+        if request_id:
+            headers["X-Request-ID"] = request_id
         discovery = self.discovery(context)
         session = await self.session()
         looked_again = False

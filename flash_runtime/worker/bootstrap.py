@@ -20,11 +20,16 @@ log = logging.getLogger("flash_runtime.worker")
 
 
 def setup_logging(config: WorkerConfig) -> None:
-    logging.basicConfig(
-        level=config.log_level if config.log_level in logging.getLevelNamesMapping() else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Tagged output streams and the log format (``logs.py``): text, or JSON lines."""
+    from . import logs
+
+    json_lines = logs.json_mode(config.env)
+    if json_lines or config.env.get("FLASH_LOG_REQUEST_ID", "1").strip() != "0":
+        from . import request_context
+
+        fields = {"endpoint": config.endpoint_id or "", "worker": config.pod_id or ""}
+        request_context.install({k: v for k, v in fields.items() if v} if json_lines else None)
+    logs.setup(config.env, config.log_level)
 
 
 def unpack(config: WorkerConfig) -> tuple[Manifest, str]:
@@ -71,10 +76,6 @@ def main() -> int:
     except FlashError as err:
         print(f"flash worker: {err}", file=sys.stderr)
         return 2
-    if config.env.get("FLASH_LOG_REQUEST_ID", "1").strip() != "0":
-        from . import request_context
-
-        request_context.install()  # before logging: its handler writes to the wrapped stderr
     setup_logging(config)
     try:
         if config.endpoint_type == "lb":

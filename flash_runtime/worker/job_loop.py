@@ -383,8 +383,14 @@ class JobLoop:
     # -- running a job ----------------------------------------------------------------------
 
     async def _run_job(self, job_id: str, job: dict[str, Any]) -> None:
-        # Lines logged or printed while the job runs start with its id (a task per job).
+        # Lines logged or printed while the job runs start with its id (a task per job), and
+        # the request id it was submitted with (the local platform's requestId), which its
+        # cross-endpoint calls carry on.
         request_context.current.set(job_id)
+        request_context.is_job.set(True)
+        submitted = job.get("requestId")
+        if isinstance(submitted, str) and submitted:
+            request_context.request.set(submitted)
         started = time.perf_counter()
         result = await self._outcome(job_id, job)
         body = self._encode(job_id, result)

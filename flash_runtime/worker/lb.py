@@ -29,17 +29,19 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..envvars import flag, number
 from ..errors import FlashError
 from .config import WorkerConfig
 from .loader import LoadedResource
+from .logs import RequestLog
 
 if TYPE_CHECKING:
     import uvicorn
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("flash_runtime.worker.lb")
 
@@ -62,9 +64,15 @@ def max_body_bytes(env: Mapping[str, str]) -> int:
 class Lifecycle:
     """The ASGI app uvicorn serves: answers by itself while loading, then hands to the router."""
 
-    def __init__(self, health_port: int | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        health_port: int | None = None,
+        key: str | None = None,
+        requests: RequestLog | None = None,
+    ) -> None:
         self.router: ASGIApp | None = None
         self.health_port = health_port
+        self.requests = requests if requests is not None and requests.enabled else None
         # FLASH_WORKER_KEY: set by the local platform, whose balancer sends it with every
         # request (X-Flash-Worker-Key), so the worker's own port serves no one else. Runpod
         # sets none: there only its load balancer reaches the port.
@@ -85,9 +93,34 @@ class Lifecycle:
             return
         router = self.router
         if router is not None and not self._on_health_port(scope):
-            await router(scope, receive, send)
+            if self.requests is None or scope["type"] != "http" or scope["path"] == "/ping":
+                await router(scope, receive, send)
+            else:
+                await self._logged(router, scope, receive, send)
             return
         await self._answer(scope, receive, send)
+
+    async def _logged(self, router: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request and write its request line (method, path, status, duration)."""
+        started = time.perf_counter()
+        answer: list[Any] = [500, ""]
+
+        async def send_noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer[0] = message["status"]
+                for name, value in message.get("headers") or ():
+                    if name == b"x-request-id":
+                        answer[1] = value.decode("latin-1")
+                        break
+            await send(message)
+
+        try:
+            await router(scope, receive, send_noting)
+        finally:
+            assert self.requests is not None
+            self.requests.record(
+                scope["method"], scope["path"], answer[0], time.perf_counter() - started, answer[1]
+            )
 
     def _keyed(self, scope: Scope) -> bool:
         """Whether the request carries the worker key; the header is taken off for user code."""
@@ -151,9 +184,11 @@ class LBWorker:
         self.max_body_bytes = max_body_bytes(config.env)
         self.access_log = flag(config.env.get("FLASH_ACCESS_LOG"))
         health = config.port_health
+        self.requests = RequestLog(config.env)
         self.app = Lifecycle(
             health if health and health != config.port else None,
             key=config.env.get("FLASH_WORKER_KEY"),
+            requests=self.requests,
         )
         self.exit_code = 0
         self.ready = threading.Event()
@@ -204,9 +239,11 @@ class LBWorker:
         self._server = server
         if self._stopping:
             server.should_exit = True
+        self.requests.start()
         try:
             server.run(sockets=sockets)
         finally:
+            self.requests.close()
             for sock in sockets:
                 sock.close()
         log.info("stopped (exit code %d)", self.exit_code)

@@ -132,5 +132,5 @@ def test_endpoints_and_queued_jobs_survive_a_platform_crash(
 
     logs = cli("logs", "slow-restart")
     assert logs.exit_code == 0
-    assert "job r2: step" in logs.output and "==> worker" in logs.output
+    assert "job r2: step" in logs.output and "slow-restart/" in logs.output
     assert cli("logs", "nosuchendpoint").exit_code != 0

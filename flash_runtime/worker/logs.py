@@ -1,0 +1,170 @@
+"""How a worker writes its log: one line per record, as text (default) or JSON
+(``FLASH_LOG_FORMAT=json``), and the load-balanced worker's request lines.
+
+Text: ``2026-12-01T14:00:00.123Z INFO flash_runtime.worker [<id>] message``, the ``[<id>]`` part
+while a request or job is current (``request_context``: the job id, then the request id it was
+submitted with, if any). JSON: one object a line with ``time``, ``level``, ``logger``,
+``message``, ``endpoint`` (``RUNPOD_ENDPOINT_ID``), ``worker`` (``RUNPOD_POD_ID``), ``request_id``
+and ``job_id`` when there are, and ``exception`` (the formatted traceback) when there is one.
+What user code prints during a request gets the same time and id (``request_context``).
+
+Request lines (``METHOD path status duration``, at INFO on ``flash_runtime.access``) are
+formatted without the logging machinery and written in batches (every
+:data:`FLUSH_S`, or sooner when :data:`FLUSH_BYTES` pile up), so a busy worker pays one write
+for many requests; ``FLASH_LOG_REQUESTS=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from . import request_context
+
+FORMAT_ENV = "FLASH_LOG_FORMAT"
+ACCESS_LOGGER = "flash_runtime.access"
+FLUSH_S = 0.2
+FLUSH_BYTES = 64 * 1024
+
+
+def json_mode(env: Mapping[str, str]) -> bool:
+    return env.get(FORMAT_ENV, "").strip().lower() == "json"
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        tag = request_context.tag()
+        line = f"{request_context.utc_time(record.created)} {record.levelname} {record.name} {tag}{record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, endpoint: str, worker: str) -> None:
+        super().__init__()
+        self.where = {k: v for k, v in (("endpoint", endpoint), ("worker", worker)) if v}
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry: dict[str, Any] = {
+            "time": request_context.utc_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self.where,
+            **request_context.ids(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup(env: Mapping[str, str], level: str) -> None:
+    """Configure the root logger for a worker (call once, after ``request_context.install``)."""
+    raw = sys.stderr.wrapped if isinstance(sys.stderr, request_context.TaggedStream) else sys.stderr
+    handler = logging.StreamHandler(raw)  # the raw stream: the formatter tags the line itself
+    if json_mode(env):
+        handler.setFormatter(
+            JsonFormatter(env.get("RUNPOD_ENDPOINT_ID", ""), env.get("RUNPOD_POD_ID", ""))
+        )
+    else:
+        handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+
+
+class RequestLog:
+    """The load-balanced worker's request lines, batched (see the module's documentation)."""
+
+    def __init__(self, env: Mapping[str, str], stream: TextIO | None = None) -> None:
+        self.enabled = env.get("FLASH_LOG_REQUESTS", "1").strip() != "0" and logging.getLogger(
+            ACCESS_LOGGER
+        ).isEnabledFor(logging.INFO)
+        self.json = json_mode(env)
+        self.endpoint = env.get("RUNPOD_ENDPOINT_ID", "")
+        self.worker = env.get("RUNPOD_POD_ID", "")
+        raw = sys.stderr
+        self.stream = stream or (
+            raw.wrapped if isinstance(raw, request_context.TaggedStream) else raw
+        )
+        self._lines: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self._second = -1
+        self._stamp = ""
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        if self.enabled and self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._run, name="flash-request-log", daemon=True
+            )
+            self._flusher.start()
+
+    def _time(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:  # one strftime a second, not one a request
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def record(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
+        """One request line (called by the server for every request it answered)."""
+        if not self.enabled:
+            return
+        now = time.time()
+        if self.json:
+            import orjson
+
+            line = orjson.dumps(
+                {
+                    "time": self._time(now),
+                    "level": "INFO",
+                    "logger": ACCESS_LOGGER,
+                    "message": f"{method} {path} {status} {seconds * 1000:.1f}ms",
+                    "endpoint": self.endpoint,
+                    "worker": self.worker,
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                }
+            ).decode()
+        else:
+            line = (
+                f"{self._time(now)} INFO {ACCESS_LOGGER} [{request_id}] "
+                f"{method} {path} {status} {seconds * 1000:.1f}ms"
+            )
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            full = self._size >= FLUSH_BYTES
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines, self._size = self._lines, [], 0
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
