@@ -325,7 +325,9 @@ def test_worker_output_reaches_the_terminal_with_request_ids(dev: DevRun) -> Non
     status, job = call("POST", f"{dev.url}/gpu_worker/runsync", {"input": {"message": "loud"}})
     assert status == 200
     dev.wait_for(rf"^\[gpu_worker\] \[{job['id']}\] hello job: loud", after=before)
-    dev.wait_for(rf"^\[gpu_worker\] \S+Z WARNING dev_app \[{job['id']}\] logged while", after=before)
+    dev.wait_for(
+        rf"^\[gpu_worker\] \S+Z WARNING dev_app \[{job['id']}\] logged while", after=before
+    )
     dev.wait_for(rf"POST /gpu_worker/runsync 200 .*job {job['id']} COMPLETED", after=before)
 
 

@@ -95,6 +95,15 @@ def test_one_request_id_across_endpoints(shop: Any) -> None:
     assert job_line["level"] == "INFO" and job_line["logger"] == "packer"
     assert job_line["request_id"] == "trace-7f3a" and job_line["worker"]
 
+    # The platform serves the same (with its key), with a cursor to follow from.
+    query = f"{cli.url}/platform/logs?endpoint={endpoints['packer']['id']}&request=trace-7f3a"
+    assert request("GET", query, "wrong")[0] == 401
+    status, served = request("GET", query, key)
+    assert status == 200 and {e["message"] for e in served["lines"]} >= {"packing book"}
+    assert served["cursor"]
+    status, bad = request("GET", f"{query}&tail=lots", key)
+    assert status == 400, bad
+
     # Text output: time, endpoint/worker, ids.
     text = cli("logs", "--request", "trace-7f3a")
     assert "storefront/" in text and "packer/" in text and "request_id=trace-7f3a" in text
