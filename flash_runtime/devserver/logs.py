@@ -1,98 +1,91 @@
-"""Worker output in the ``flash run`` terminal: the local platform's worker logs, tailed.
+"""Worker output in the ``flash run`` terminal: the local platform's worker logs, followed.
 
-The platform writes each worker's stdout and stderr to ``{FLASH_HOME}/platform/logs/{endpoint
-id}/{worker id}.log`` (``flash logs`` reads the same files). The tailer follows the files of the
-live endpoints and prints each complete line as ``[endpoint name] line``; lines a worker writes
-while serving a request already start with the request's id (``worker/request_context.py``).
-Files that existed before an endpoint was first tracked are skipped (old sessions' output);
-a file that shrank was copy-truncated by the platform's log rotation and is read from its start.
+The tailer asks the platform for the lines its live endpoints' workers wrote since it last
+asked (``GET /platform/logs`` with the platform key and the cursor of the previous answer:
+the same lines ``flash logs`` prints, merged by time) and prints each as written, as
+``[endpoint name] line``; lines a worker writes while serving a request carry the request's id
+(``worker/request_context.py``). What the workers wrote before an endpoint was first tracked is
+skipped (earlier sessions' output); the platform reads a copy-truncated file from its start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
 
 from .terminal import Terminal
 
 POLL_S = 0.1
-MAX_READ = 1 << 20  # bytes read from one file per poll
-
-
-@dataclass
-class _File:
-    offset: int
-    pending: bytes = b""  # an incomplete last line
-
-
-@dataclass
-class _Tracked:
-    label: str
-    directory: Path
-    files: dict[Path, _File] = field(default_factory=dict)
 
 
 class LogTailer:
-    """Follows the worker logs of the endpoints given to :meth:`track`."""
+    """Follows the worker logs of the endpoints given to :meth:`track`, through the platform."""
 
-    def __init__(self, logs_dir: Path, terminal: Terminal) -> None:
-        self.logs_dir = logs_dir
+    def __init__(self, platform_url: str, api_key: str, terminal: Terminal) -> None:
+        self.url = f"{platform_url.rstrip('/')}/platform/logs"
+        self.headers = {"Authorization": f"Bearer {api_key}"}
         self.terminal = terminal
-        self._tracked: dict[str, _Tracked] = {}
+        self._labels: dict[str, str] = {}
+        self._cursor: dict[str, Any] | None = None
+        self._new: set[str] = set()  # tracked, not yet read up to the present
+        self._session: aiohttp.ClientSession | None = None
 
     def track(self, endpoints: dict[str, str]) -> None:
         """Follow exactly these endpoints (``{endpoint id: label}``)."""
-        for endpoint_id in list(self._tracked):
-            if endpoint_id not in endpoints:
-                del self._tracked[endpoint_id]
-        for endpoint_id, label in endpoints.items():
-            tracked = self._tracked.get(endpoint_id)
-            if tracked is not None:
-                tracked.label = label
-                continue
-            tracked = _Tracked(label, self.logs_dir / endpoint_id)
-            for path in self._logs(tracked.directory):
-                with contextlib.suppress(OSError):
-                    tracked.files[path] = _File(path.stat().st_size)
-            self._tracked[endpoint_id] = tracked
+        self._new |= set(endpoints) - set(self._labels)
+        self._labels = dict(endpoints)
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        while True:
-            self.poll()
-            await asyncio.sleep(POLL_S)
+        import asyncio
 
-    def poll(self) -> None:
-        """Print what was appended since the last poll."""
-        for tracked in list(self._tracked.values()):
-            for path in self._logs(tracked.directory):
-                state = tracked.files.setdefault(path, _File(0))
-                for line in self._read(path, state):
-                    self.terminal.worker_line(tracked.label, line)
-
-    @staticmethod
-    def _logs(directory: Path) -> list[Path]:
         try:
-            return sorted(directory.glob("*.log"))
-        except OSError:
-            return []
+            while True:
+                await self.poll()
+                await asyncio.sleep(POLL_S)
+        finally:
+            await self.close()
 
-    @staticmethod
-    def _read(path: Path, state: _File) -> list[str]:
+    async def _ask(self, endpoints: list[str], **params: str) -> dict[str, Any] | None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        query = [("endpoint", e) for e in endpoints] + list(params.items())
         try:
-            size = path.stat().st_size
-            if size < state.offset:  # copy-truncated
-                state.offset, state.pending = 0, b""
-            if size == state.offset:
-                return []
-            with open(path, "rb") as f:
-                f.seek(state.offset)
-                data = f.read(MAX_READ)
-        except OSError:
-            return []
-        state.offset += len(data)
-        data = state.pending + data
-        *lines, state.pending = data.split(b"\n")
-        return [line.decode(errors="replace").rstrip("\r") for line in lines]
+            async with self._session.get(self.url, params=query, headers=self.headers) as answer:
+                if answer.status != 200:
+                    return None
+                found: dict[str, Any] = orjson.loads(await answer.read())
+                return found
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return None  # the platform restarting: asked again at the next poll
+
+    async def poll(self) -> None:
+        """Print what was written since the last poll."""
+        if not self._labels:
+            return
+        if self._new:  # start newly tracked endpoints at the present
+            skipped = await self._ask(sorted(self._new), tail="0")
+            if skipped is None:
+                return
+            self._cursor = {**(self._cursor or {}), **skipped["cursor"]}
+            self._new.clear()
+        params = {"raw": "1"}
+        if self._cursor:
+            params["cursor"] = orjson.dumps(self._cursor).decode()
+        found = await self._ask(sorted(self._labels), **params)
+        if found is None:
+            return
+        self._cursor = found["cursor"]
+        for line in found["lines"]:
+            label = self._labels.get(line["endpoint"])
+            if label is not None:
+                self.terminal.worker_line(label, line["raw"])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+            self._session = None

@@ -413,10 +413,9 @@ class DevServer:
         server = _quiet_server_class()(config)
         self._server = server
         if self.target is not None and self.target.platform == "local":
-            from ..protocol.local import PlatformConfig
             from .logs import LogTailer
 
-            self._tailer = LogTailer(PlatformConfig.load().logs_dir, self.terminal)
+            self._tailer = LogTailer(self.target.api_url, self.target.api_key, self.terminal)
             snapshot = self._current()
             self._tailer.track({ep.id: ep.resource for ep in snapshot.endpoints.values()})
             self._tasks.append(asyncio.create_task(self._tailer.run(), name="worker-logs"))
@@ -608,7 +607,9 @@ class DevServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._tailer is not None:
-            self._tailer.poll()  # the workers' last words
+            with contextlib.suppress(Exception):
+                await self._tailer.poll()  # the workers' last words
+            await self._tailer.close()
         try:
             if remove and self.client is not None:
                 self.terminal.note("stopping: deleting the live endpoints")

@@ -122,10 +122,12 @@ def read(
     request: str | None = None,
     tail: int | None = None,
     cursor: dict[str, list[Any]] | None = None,
+    raw: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
     """The selected lines of ``endpoints``' worker logs, oldest first (at most the last
     ``tail``), and a cursor: given back, the next call returns only lines written since
-    (``flash logs --follow``). The cursor maps each file to its offset and last time."""
+    (``flash logs --follow``). The cursor maps each file to its offset and last time.
+    ``raw``: each line also as it is in the file (``raw``), as the dev server prints it."""
     cursor = dict(cursor or {})
     lines: list[dict[str, Any]] = []
     for endpoint in endpoints:
@@ -143,8 +145,10 @@ def read(
             except OSError:
                 continue
             complete = data[: data.rfind(b"\n") + 1]  # a partial last line waits for its end
-            for raw in complete.decode(errors="replace").splitlines():
-                entry = parse(raw, endpoint, path.stem, last_time)
+            for text_line in complete.decode(errors="replace").splitlines():
+                entry = parse(text_line, endpoint, path.stem, last_time)
+                if raw:
+                    entry["raw"] = text_line
                 last_time = entry["time"]
                 if matches(entry, request, since):
                     lines.append(entry)
@@ -167,7 +171,8 @@ def text(entry: dict[str, Any]) -> str:
 
 async def query(runtime: Any, params: Any) -> dict[str, Any]:
     """``GET /platform/logs``: ``endpoint`` (ids, repeated; default all), ``since`` (unix
-    seconds), ``worker``, ``request``, ``tail``, ``cursor`` (from the previous answer)."""
+    seconds), ``worker``, ``request``, ``tail``, ``cursor`` (from the previous answer),
+    ``raw=1`` (each line also as written)."""
     import asyncio
 
     from .serverless import ApiError
@@ -199,5 +204,6 @@ async def query(runtime: Any, params: Any) -> dict[str, Any]:
         request=params.get("request") or None,
         tail=tail,
         cursor=cursor,
+        raw=params.get("raw") == "1",
     )
     return {"lines": lines, "cursor": cursor}

@@ -190,32 +190,42 @@ def _terminal() -> tuple[Terminal, io.StringIO]:
 
 
 def test_the_tailer_prints_complete_new_lines_with_the_endpoint_name(tmp_path: Path) -> None:
+    """Through the platform's /platform/logs: what was there before tracking is skipped, a
+    partial line waits for its end, a copy-truncated file is read again from its start."""
+    from flash_runtime.testing.platform import InProcessPlatform
+
     terminal, out = _terminal()
-    logs = tmp_path / "logs"
-    (logs / "ep1").mkdir(parents=True)
-    old = logs / "ep1" / "w0.log"
-    old.write_text("an earlier session\n")
-    tailer = LogTailer(logs, terminal)
-    tailer.track({"ep1": "api"})
-    tailer.poll()
-    assert out.getvalue() == ""
-    new = logs / "ep1" / "w1.log"
-    new.write_text("[r1] hello\npart")
-    tailer.poll()
-    with new.open("a") as f:
-        f.write("ial and a very long line " + "x" * 80 + "\n")
-    tailer.poll()
-    new.write_text("after rotation\n")  # copy-truncated: read from the start
-    tailer.poll()
-    lines = out.getvalue().splitlines()
+    with InProcessPlatform(tmp_path / "home") as platform:
+        logs = platform.config.logs_dir
+        (logs / "ep1").mkdir(parents=True)
+        (logs / "ep1" / "w0.log").write_text("an earlier session\n")
+        new = logs / "ep1" / "w1.log"
+
+        async def follow() -> list[str]:
+            tailer = LogTailer(platform.url, platform.config.api_key, terminal)
+            tailer.track({"ep1": "api"})
+            await tailer.poll()
+            assert out.getvalue() == ""
+            new.write_text("[r1] hello\npart")
+            await tailer.poll()
+            with new.open("a") as f:
+                f.write("ial and a very long line " + "x" * 80 + "\n")
+            await tailer.poll()
+            new.write_text("after rotation\n")  # copy-truncated: read from the start
+            await tailer.poll()
+            lines = out.getvalue().splitlines()
+            tailer.track({})
+            new.write_text("after rotation\nignored\n")
+            await tailer.poll()
+            await tailer.close()
+            return lines
+
+        lines = asyncio.run(follow())
     assert lines == [
         "[api] [r1] hello",
         "[api] partial and a very long line " + "x" * 80,
         "[api] after rotation",
     ]
-    tailer.track({})
-    new.write_text("after rotation\nignored\n")
-    tailer.poll()
     assert len(out.getvalue().splitlines()) == 3
 
 
