@@ -58,6 +58,7 @@ FORMAT = 1
 UNINSTALLABLE = frozenset({"torch", "torchvision", "torchaudio", "triton"})
 _IMAGE = re.compile(r"^(?P<repo>.+)/(?P<name>flash(?:-lb)?(?:-cpu)?):py(?P<python>3\.\d+)(?:-|$)")
 _made = threading.Lock()
+KEEP_CORES = 3  # worker core copies kept besides the current one
 
 
 @dataclass(frozen=True)
@@ -395,4 +396,9 @@ def _core_copy(root: Path) -> Path:
     (work / ".complete").write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(work, target)
+    # Older copies (an edited flash_runtime) go, but for the last few, which workers started
+    # before the edit may still be importing from.
+    older = sorted(root.glob("core-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in [p for p in older if p != target][KEEP_CORES:]:
+        shutil.rmtree(stale, ignore_errors=True)
     return target

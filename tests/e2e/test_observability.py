@@ -72,13 +72,15 @@ def test_one_request_id_across_endpoints(shop: Any) -> None:
 
     def traced() -> list[dict[str, Any]]:
         lines = log_lines(cli, "--request", "trace-7f3a")
-        both = {e["name"] for e in lines} == {"storefront", "packer"}
-        request_line = any(e["message"].startswith("POST /order") for e in lines)
+        both = {e["name"] for e in lines} == {"storefront", "packer", "pricing"}
+        paths = {e["message"].split()[1] for e in lines if e["message"].startswith("POST")}
+        request_line = paths == {"/order", "/price"}
         return lines if both and request_line else []  # request lines are written in batches
 
     lines = eventually(traced)
     assert lines, log_lines(cli)
-    by_name = {name: [e for e in lines if e["name"] == name] for name in ("storefront", "packer")}
+    names = ("storefront", "packer", "pricing")
+    by_name = {name: [e for e in lines if e["name"] == name] for name in names}
     messages = [e["message"] for e in by_name["storefront"]]
     assert "ordering book" in messages, messages
     assert any(m.startswith("POST /order 200 ") for m in messages), messages  # request line
@@ -86,6 +88,12 @@ def test_one_request_id_across_endpoints(shop: Any) -> None:
     assert {"packing book", "boxed book"} <= {e["message"] for e in packer}, packer
     assert all(e["request_id"] == "trace-7f3a" and e.get("job_id") for e in packer)
     assert all(e["endpoint"] == endpoints["packer"]["id"] for e in packer)
+    pricing = {e["message"] for e in by_name["pricing"]}  # the LB target of the same request
+    assert "pricing book" in pricing and any(m.startswith("POST /price 200") for m in pricing)
+    # The job of the request carries it in its metadata.
+    job_id = packer[0]["job_id"]
+    status_url = f"{cli.url}/v2/{endpoints['packer']['id']}/status/{job_id}"
+    assert request("GET", status_url, key)[1]["requestId"] == "trace-7f3a"
 
     # The packer's own log file holds JSON lines (FLASH_LOG_FORMAT=json in its env).
     home = cli.home / "platform" / "logs" / endpoints["packer"]["id"]
@@ -123,7 +131,12 @@ def test_selection_is_exact_and_tail_and_errors(shop: Any) -> None:
     assert len(log_lines(cli, "storefront", "-n", "2")) == 2
     missing = cli.run("logs", "storefront", "--app", "elsewhere")
     assert missing.returncode != 0 and "shop/production" in missing.stderr, missing.stderr
-    assert log_lines(cli, "storefront", "--since", "1s", "--worker", "nosuchworker") == []
+    assert log_lines(cli, "storefront", "--worker", "nosuchworker") == []
+    worker = production[-1]["worker"]
+    assert {e["worker"] for e in log_lines(cli, "storefront", "--worker", worker)} == {worker}
+    assert log_lines(cli, "storefront", "--since", "1h")
+    assert log_lines(cli, "storefront", "--since", "2099-01-01T00:00:00") == []
+    assert cli.run("logs", "storefront", "--since", "yesterday").returncode != 0
 
 
 def test_follow_sees_a_new_line_within_a_second(shop: Any) -> None:
@@ -179,9 +192,22 @@ def test_metrics_count_what_ran(shop: Any) -> None:
     assert value("flash_jobs_finished_total", "packer", status="FAILED") == 1
     assert value("flash_job_execution_seconds_count", "packer") == 3
     assert value("flash_lb_requests_total", "storefront", status="200") == 2
+    assert value("flash_lb_requests_total", "pricing", status="200") == 2
     assert value("flash_lb_requests_total", "storefront", status="500") == 1
     assert value("flash_lb_request_seconds_count", "storefront") == 3
     assert value("flash_jobs_queued", "packer") == 0
     assert value("flash_workers", "packer", state="ready") == 1
     status = cli("platform", "status")
     assert "jobs 2 completed, 1 failed" in status and "3 LB requests" in status, status
+
+
+def test_the_platform_logs_json_lines_too(tmp_path: Path) -> None:
+    cli = FlashCLI(tmp_path / "flash_home", tmp_path, FLASH_LOG_FORMAT="json")
+    try:
+        cli("platform", "start")
+        cli.status()
+    finally:
+        cli.stop()
+    log = (tmp_path / "flash_home" / "platform" / "logs" / "platform.log").read_text()
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)

@@ -1,11 +1,12 @@
-"""A route that calls a queue function on another endpoint: one request, followed across both.
-The queue endpoint logs JSON lines (FLASH_LOG_FORMAT=json); the route's logs text."""
+"""A route that calls a queue function and a route on two other endpoints: one request,
+followed across all three. The queue endpoint logs JSON lines (FLASH_LOG_FORMAT=json)."""
 
 import logging
 
 from runpod_flash import Endpoint
 
 api = Endpoint(name="storefront", cpu="cpu3c-1-2")
+pricing = Endpoint(name="pricing", cpu="cpu3c-1-2")
 log = logging.getLogger("shop")
 
 
@@ -13,7 +14,14 @@ log = logging.getLogger("shop")
 async def order(item: str) -> dict:
     log.info("ordering %s", item)
     packed = await pack(item)
-    return {"order": item, "packed": packed}
+    cost = await price(item)
+    return {"order": item, "packed": packed, "price": cost}
+
+
+@pricing.post("/price")
+async def price(item: str) -> float:
+    log.info("pricing %s", item)
+    return float(len(item))
 
 
 @Endpoint(name="packer", cpu="cpu3c-1-2", env={"FLASH_LOG_FORMAT": "json"})
