@@ -239,7 +239,6 @@ class LBWorker:
         self._server = server
         if self._stopping:
             server.should_exit = True
-        self.requests.start()
         try:
             server.run(sockets=sockets)
         finally:

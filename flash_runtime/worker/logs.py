@@ -9,18 +9,17 @@ and ``job_id`` when there are, and ``exception`` (the formatted traceback) when 
 What user code prints during a request gets the same time and id (``request_context``).
 
 Request lines (``METHOD path status duration``, at INFO on ``flash_runtime.access``) are
-formatted without the logging machinery, off the request path, and written in batches (every
-:data:`FLUSH_S`), so a busy worker pays one write for many requests; ``FLASH_LOG_REQUESTS=0``
-turns them off.
+formatted without the logging machinery, after the request, and written in batches (at most
+:data:`FLUSH_S` late), so a busy worker pays one write for many requests;
+``FLASH_LOG_REQUESTS=0`` turns them off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -84,8 +83,9 @@ def setup(env: Mapping[str, str], level: str) -> None:
 class RequestLog:
     """The load-balanced worker's request lines, batched (see the module's documentation).
 
-    The request path pays for a tuple appended to a deque (thread-safe without a lock); the
-    flusher thread formats and writes what piled up, every :data:`FLUSH_S`.
+    The request path pays for a tuple appended to a list; a timer on the server's event loop
+    (armed by the first line after a flush: none while idle) formats and writes what piled up
+    :data:`FLUSH_S` later. No thread: nothing competes with the server for the GIL.
     """
 
     def __init__(self, env: Mapping[str, str], stream: TextIO | None = None) -> None:
@@ -99,18 +99,10 @@ class RequestLog:
         self.stream = stream or (
             raw.wrapped if isinstance(raw, request_context.TaggedStream) else raw
         )
-        self._pending: deque[tuple[float, str, str, int, float, str]] = deque()
+        self._pending: list[tuple[float, str, str, int, float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._stamp = ""
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        if self.enabled and self._flusher is None:
-            self._flusher = threading.Thread(
-                target=self._run, name="flash-request-log", daemon=True
-            )
-            self._flusher.start()
 
     def _time(self, now: float) -> str:
         second = int(now)
@@ -120,8 +112,13 @@ class RequestLog:
         return self._stamp + _MILLIS[int((now - second) * 1000)]
 
     def record(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
-        """One request line (called by the server for every request it answered)."""
+        """One request line (called on the server's event loop for every request answered)."""
         self._pending.append((time.time(), method, path, status, seconds, request_id))
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no loop (a test calling it directly): written at once
+                self.flush()
 
     def _format(self, item: tuple[float, str, str, int, float, str]) -> str:
         now, method, path, status, seconds, request_id = item
@@ -149,21 +146,16 @@ class RequestLog:
         ).decode()
 
     def flush(self) -> None:
-        pending = self._pending
-        lines = []
-        while pending:
-            lines.append(self._format(pending.popleft()))
-        if lines:
+        self._timer = None
+        pending, self._pending = self._pending, []
+        if pending:
             try:
-                self.stream.write("\n".join(lines) + "\n")
+                self.stream.write("\n".join(map(self._format, pending)) + "\n")
                 self.stream.flush()
             except (OSError, ValueError):
                 pass
 
-    def _run(self) -> None:
-        while not self._stop.wait(FLUSH_S):
-            self.flush()
-
     def close(self) -> None:
-        self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
         self.flush()
