@@ -101,6 +101,8 @@ class ProcessBackend:
         self.settings = settings
         self.command = list(command)
         self.own_env = settings.worker_env == "platform"
+        # Made or found by prepare (off the loop): launches, on the loop, only look them up.
+        self._envs: dict[tuple[str, str], imageenvs.ImageEnv] = {}
         if self.own_env:
             self.python_versions = frozenset({f"{sys.version_info.major}.{sys.version_info.minor}"})
         else:
@@ -127,9 +129,9 @@ class ProcessBackend:
             )
         if self.own_env and spec.entry == "flash":
             return notices
-        env = imageenvs.environment(
-            self.config.images_dir, self._kind(spec), self._python(spec), progress=progress
-        )
+        key = (self._kind(spec), self._python(spec))
+        env = imageenvs.environment(self.config.images_dir, *key, progress=progress)
+        self._envs[key] = env
         if env.created_s is not None:
             notices.append(
                 f"made the {env.kind} image environment for Python {env.python} in "
@@ -153,12 +155,14 @@ class ProcessBackend:
         self.config.apps_dir.mkdir(parents=True, exist_ok=True)
         if self.own_env and spec.entry == "flash":
             return Launch(list(self.command), self.config.apps_dir, env)
-        try:
-            image_env = imageenvs.environment(
-                self.config.images_dir, self._kind(spec), self._python(spec), create=False
-            )
-        except FlashError as err:
-            raise OSError(str(err)) from err
+        key = (self._kind(spec), self._python(spec))
+        image_env = self._envs.get(key)
+        if image_env is None or not image_env.interpreter.exists():
+            try:  # a restart: the endpoint was restored without being saved again
+                image_env = imageenvs.environment(self.config.images_dir, *key, create=False)
+            except FlashError as err:
+                raise OSError(str(err)) from err
+            self._envs[key] = image_env
         image_env.worker_env(env)
         if not image_env.official_entry:
             command = [str(image_env.interpreter), "-m", "flash_runtime.bootstrap"]

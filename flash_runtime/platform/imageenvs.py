@@ -30,6 +30,7 @@ start through a ``.pth`` file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -144,8 +145,9 @@ def _core_pins() -> list[str]:
     return pins
 
 
+@functools.cache
 def find_interpreter(version: str) -> str | None:
-    """A Python ``version`` ("3.12") interpreter on this machine, or None."""
+    """A Python ``version`` ("3.12") interpreter on this machine, or None (looked up once)."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return sys.executable
     found = shutil.which(f"python{version}")

@@ -21,8 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import FLASH, FlashCLI, request
 
 
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[tuple[FlashCLI, dict[str, dict[str, Any]], str]]:
+@pytest.fixture(scope="module")
+def shop(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FlashCLI, dict[str, dict[str, Any]], str]]:
+    """One platform for the module's tests (each counts what it adds)."""
+    tmp_path = tmp_path_factory.mktemp("observability")
     project = tmp_path / "shop"
     shutil.copytree(APPS / "traced", project)
     cli = FlashCLI(tmp_path / "flash_home", project)
@@ -169,36 +173,51 @@ def test_follow_sees_a_new_line_within_a_second(shop: Any) -> None:
 
 def test_metrics_count_what_ran(shop: Any) -> None:
     cli, endpoints, key = shop
-    for item in ("a", "b", "broken"):
-        order(endpoints["storefront"]["url"], key, item)
-    unauthorized = request("GET", f"{cli.url}/metrics", "wrong")
-    assert unauthorized[0] == 401
+    assert request("GET", f"{cli.url}/metrics", "wrong")[0] == 401
     import urllib.request
 
-    sent = urllib.request.Request(f"{cli.url}/metrics", headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(sent, timeout=10) as response:
-        text = response.read().decode()
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        headers = {"Authorization": f"Bearer {key}"}
+        sent = urllib.request.Request(f"{cli.url}/metrics", headers=headers)
+        with urllib.request.urlopen(sent, timeout=10) as response:
+            text = response.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
 
-    def value(name: str, endpoint: str, **labels: str) -> float:
+    def value(samples: Any, name: str, endpoint: str, **labels: str) -> float:
         key_labels = {"endpoint": endpoints[endpoint]["id"], "name": endpoint, **labels}
-        return samples.get((name, tuple(sorted(key_labels.items()))), 0.0)
+        return float(samples.get((name, tuple(sorted(key_labels.items()))), 0.0))
 
-    assert value("flash_jobs_submitted_total", "packer") == 3
-    assert value("flash_jobs_finished_total", "packer", status="COMPLETED") == 2
-    assert value("flash_jobs_finished_total", "packer", status="FAILED") == 1
-    assert value("flash_job_execution_seconds_count", "packer") == 3
-    assert value("flash_lb_requests_total", "storefront", status="200") == 2
-    assert value("flash_lb_requests_total", "pricing", status="200") == 2
-    assert value("flash_lb_requests_total", "storefront", status="500") == 1
-    assert value("flash_lb_request_seconds_count", "storefront") == 3
-    assert value("flash_jobs_queued", "packer") == 0
-    assert value("flash_workers", "packer", state="ready") == 1
+    counted = [
+        ("flash_jobs_submitted_total", "packer", {}, 3),
+        ("flash_jobs_finished_total", "packer", {"status": "COMPLETED"}, 2),
+        ("flash_jobs_finished_total", "packer", {"status": "FAILED"}, 1),
+        ("flash_job_execution_seconds_count", "packer", {}, 3),
+        ("flash_job_queue_seconds_count", "packer", {}, 3),
+        ("flash_lb_requests_total", "storefront", {"status": "200"}, 2),
+        ("flash_lb_requests_total", "storefront", {"status": "500"}, 1),
+        ("flash_lb_requests_total", "pricing", {"status": "200"}, 2),
+        ("flash_lb_request_seconds_count", "storefront", {}, 3),
+    ]
+    before = scrape()
+    for item in ("a", "b", "broken"):
+        order(endpoints["storefront"]["url"], key, item)
+    after = scrape()
+    for name, endpoint, labels, added in counted:
+        grew = value(after, name, endpoint, **labels) - value(before, name, endpoint, **labels)
+        assert grew == added, (name, endpoint, labels, grew)
+    assert value(after, "flash_jobs_queued", "packer") == 0
+    assert value(after, "flash_workers", "packer", state="ready") == 1
+    completed = int(value(after, "flash_jobs_finished_total", "packer", status="COMPLETED"))
+    requests = sum(
+        value(after, "flash_lb_requests_total", "storefront", status=s) for s in ("200", "500")
+    )
     status = cli("platform", "status")
-    assert "jobs 2 completed, 1 failed" in status and "3 LB requests" in status, status
+    assert f"jobs {completed} completed, 1 failed" in status, status
+    assert f"{int(requests)} LB requests (1 5xx)" in status, status
 
 
 def test_the_platform_logs_json_lines_too(tmp_path: Path) -> None:
