@@ -8,6 +8,7 @@ as ``flash deploy`` does, and everything (platform, containers, files) is remove
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -33,29 +34,32 @@ def run_preview(
     from ..platform.runtime import free_port
     from .summary import print_deployment
 
+    # The preview platform's own home (state, artifacts, logs) and port; builds keep using the
+    # user's FLASH_HOME and its dependency cache.
     home = Path(tempfile.mkdtemp(prefix="flash-preview-"))
-    saved = {
-        k: os.environ.get(k) for k in ("FLASH_HOME", "FLASH_PLATFORM_URL", "FLASH_PLATFORM_WORKERS")
-    }
-    os.environ.update(
-        FLASH_HOME=str(home),
-        FLASH_PLATFORM_URL=f"http://127.0.0.1:{free_port()}",
-        FLASH_PLATFORM_WORKERS="docker",
-    )
-    config = PlatformConfig.load(home)
+    config = dataclasses.replace(PlatformConfig.load(home), url=f"http://127.0.0.1:{free_port()}")
+    target = local_target(config)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    saved = os.environ.get("FLASH_PLATFORM_WORKERS")
     try:
-        info = process.start(config)
+        os.environ["FLASH_PLATFORM_WORKERS"] = "docker"  # for the platform process only
+        try:
+            info = process.start(config)
+        finally:
+            if saved is None:
+                os.environ.pop("FLASH_PLATFORM_WORKERS", None)
+            else:
+                os.environ["FLASH_PLATFORM_WORKERS"] = saved
         console.print(
             f"[dim]Preview platform at {info['url']} (docker workers, key {config.api_key})[/dim]"
         )
-        result = deploy(local_target())
+        result = deploy(target)
         if as_json:
             preview = {"platform": info["url"], "apiKey": config.api_key, "home": str(home)}
             print(json.dumps({**result.to_json(), "preview": preview}), flush=True)
         else:
-            print_deployment(console, result, local_target())
+            print_deployment(console, result, target)
         console.print("[bold]Preview running.[/bold] Press Ctrl+C to stop it and remove it.")
         try:
             while not stop.wait(0.5):
@@ -69,8 +73,3 @@ def run_preview(
             process.stop(config)
         finally:
             shutil.rmtree(home, ignore_errors=True)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -41,7 +41,6 @@ class Launch:
     env: dict[str, str]
     scratch: Path | None = None  # a per-worker directory, removed when the worker exits
     container: str | None = None  # docker: the container's name
-    passed: list[str] = field(default_factory=list)
 
 
 class Backend(Protocol):

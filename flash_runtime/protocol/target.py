@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from ..errors import FlashError
+
+if TYPE_CHECKING:
+    from .local import PlatformConfig
 
 Platform = Literal["local", "runpod"]
 PLATFORMS: tuple[Platform, ...] = ("local", "runpod")
@@ -51,11 +54,12 @@ class Target:
         return f"{self.queue_url_base}/{endpoint_id}"
 
 
-def local_target() -> Target:
-    """The local platform (``FLASH_PLATFORM_URL``, key from ``FLASH_HOME``)."""
+def local_target(config: PlatformConfig | None = None) -> Target:
+    """The local platform (``FLASH_PLATFORM_URL``, key from ``FLASH_HOME``), or the one
+    ``config`` describes."""
     from .local import PlatformConfig
 
-    config = PlatformConfig.load()
+    config = config or PlatformConfig.load()
     return Target(
         platform="local",
         api_url=config.url,

@@ -67,6 +67,12 @@ def test_endpoints_run_as_containers_of_their_image(
     python = image.rpartition(":py")[2]
     tags = [f"{REPOSITORY}/{name}:py{python}-latest" for name in ("flash-cpu", "flash-lb-cpu")]
     untag(*tags)
+    # The apt install happens at the first start: none from an earlier run may be reused.
+    made = subprocess.run(
+        ["docker", "images", "-q", "flash-sysdeps"], capture_output=True, text=True
+    )
+    if made.stdout.split():
+        subprocess.run(["docker", "rmi", "-f", *set(made.stdout.split())], capture_output=True)
     cli("platform", "start", "--workers", "docker")
     deploy = ["deploy", "--json", "--image-repository", REPOSITORY]
 
@@ -148,7 +154,7 @@ def test_preview_runs_the_deployment_in_containers_until_ctrl_c(tmp_path: Path, 
     for tag in tags:
         subprocess.run(["docker", "tag", image, tag], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-    env["FLASH_HOME"] = str(tmp_path / "my_home")  # the preview leaves it alone
+    env["FLASH_HOME"] = str(tmp_path / "my_home")  # its build cache serves; no platform there
     preview = subprocess.Popen(
         [*FLASH, "deploy", "--preview", "--json", "--image-repository", REPOSITORY],
         cwd=project,
@@ -175,4 +181,4 @@ def test_preview_runs_the_deployment_in_containers_until_ctrl_c(tmp_path: Path, 
     assert preview.returncode == 0, stderr
     assert "Stopping the preview" in stderr
     wait_until(lambda: not containers(), timeout=60, what="the preview's containers removed")
-    assert not home.exists() and not (tmp_path / "my_home").exists()
+    assert not home.exists() and not (tmp_path / "my_home" / "platform").exists()
