@@ -31,10 +31,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..envvars import flag, number
 from ..errors import FlashError
+from . import request_context
 from .config import WorkerConfig
 from .loader import LoadedResource
 from .logs import RequestLog
@@ -103,23 +104,21 @@ class Lifecycle:
     async def _logged(self, router: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request and write its request line (method, path, status, duration)."""
         started = time.perf_counter()
-        answer: list[Any] = [500, ""]
+        status = [500]
 
         async def send_noting(message: Message) -> None:
             if message["type"] == "http.response.start":
-                answer[0] = message["status"]
-                for name, value in message.get("headers") or ():
-                    if name == b"x-request-id":
-                        answer[1] = value.decode("latin-1")
-                        break
+                status[0] = message["status"]
             await send(message)
 
         try:
             await router(scope, receive, send_noting)
         finally:
             assert self.requests is not None
+            # The router made the request's id current in this task (request_context).
+            request_id = request_context.current.get() or "-"
             self.requests.record(
-                scope["method"], scope["path"], answer[0], time.perf_counter() - started, answer[1]
+                scope["method"], scope["path"], status[0], time.perf_counter() - started, request_id
             )
 
     def _keyed(self, scope: Scope) -> bool:
