@@ -181,20 +181,18 @@ def _select_endpoints(
     conn = db.connect(config.db_path)
     try:
         store = ControlPlaneStore(conn)
-        specs = [spec for spec, _ in _saved_endpoints(config)]
-        types = {spec.id: spec.type for spec in specs}
-        rows = []  # (app, env, endpoint)
-        for env_row in conn.execute(
-            "SELECT e.id, e.name AS env, a.name AS app FROM flash_environments e "
-            "JOIN flash_apps a ON a.id = e.app_id"
-        ):
-            for ep in store.endpoints(env_row["id"]):
-                rows.append((env_row["app"], env_row["env"], ep))
+        rows = [  # (app, env, endpoint)
+            (app_record.name, env_record.name, ep)
+            for app_record in store.apps()
+            for env_record in store.environments(app_record.id)
+            for ep in store.endpoints(env_record.id)
+        ]
     finally:
         conn.close()
+    specs = [spec for spec, _ in _saved_endpoints(config)]
 
     def chosen(ep: Any) -> logs.Endpoint:
-        return logs.Endpoint(ep.id, ep.name, types.get(ep.id, "lb" if ep.type == "LB" else "qb"))
+        return logs.Endpoint(ep.id, ep.name, "lb" if ep.type == "LB" else "qb")
 
     if endpoint is not None:
         by_id = [chosen(ep) for _, _, ep in rows if ep.id == endpoint]

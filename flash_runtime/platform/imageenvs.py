@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -71,7 +71,6 @@ class ImageEnv:
     interpreter: Path
     pythonpath: tuple[Path, ...] = ()
     missing: tuple[str, ...] = ()  # image packages neither installed nor borrowed
-    borrowed: tuple[str, ...] = ()
     created_s: float | None = None  # seconds it took to make now; None when it existed
 
     @property
@@ -98,7 +97,6 @@ class Recipe:
     install: tuple[str, ...]  # requirement lines for uv
     image_only: tuple[str, ...] = ()  # image packages that cannot be installed here
     core: bool = True  # flash_runtime's worker core on PYTHONPATH
-    notes: tuple[str, ...] = field(default=())
 
 
 def image_kind(image: str) -> str:
@@ -234,8 +232,7 @@ def environment(
             _make(venv, interpreter_path, wanted)
             created = round(time.perf_counter() - started, 2)
         pythonpath = (_core_copy(root),) if wanted.core else ()
-    missing, borrowed = _image_only_state(venv)
-    return ImageEnv(kind, python, interpreter, pythonpath, missing, borrowed, created)
+    return ImageEnv(kind, python, interpreter, pythonpath, _missing(venv), created)
 
 
 def official_environment(root: Path, python: str | None = None) -> Path:
@@ -286,12 +283,13 @@ def _site_packages(venv: Path) -> Path:
     return found[0]
 
 
-def _image_only_state(venv: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _missing(venv: Path) -> tuple[str, ...]:
+    """The image packages the environment could neither install nor borrow (``_make``)."""
     try:
         state = json.loads((venv / "flash-image.json").read_text())
     except (OSError, ValueError):
-        return (), ()
-    return tuple(state.get("missing", ())), tuple(state.get("borrowed", ()))
+        return ()
+    return tuple(state.get("missing", ()))
 
 
 def _borrow(names: Iterable[str], base: str) -> tuple[dict[str, list[str]], dict[str, str]]:

@@ -182,3 +182,32 @@ def test_preview_runs_the_deployment_in_containers_until_ctrl_c(tmp_path: Path, 
     assert "Stopping the preview" in stderr
     wait_until(lambda: not containers(), timeout=60, what="the preview's containers removed")
     assert not home.exists() and not (tmp_path / "my_home" / "platform").exists()
+
+
+def test_a_gpu_worker_container_gets_its_devices_and_the_volume(tmp_path: Path) -> None:
+    """What ``docker run`` is given for a GPU endpoint with a volume (no GPU here to run it):
+    its GPUs by index, the volume at /runpod-volume, variables by name only."""
+    from support import endpoint_spec
+
+    from flash_runtime.platform.docker import DockerBackend
+    from flash_runtime.platform.gpus import Gpu
+    from flash_runtime.platform.settings import RuntimeSettings
+    from flash_runtime.protocol.local import PlatformConfig
+
+    config = PlatformConfig(home=tmp_path, url="http://127.0.0.1:1", api_key="fl_test")
+    backend = DockerBackend(config, RuntimeSettings(workers="docker"))
+    artifact = tmp_path / "artifact.tar.gz"
+    artifact.write_bytes(b"")
+    spec = endpoint_spec(
+        "gpuvol00000001", "r", artifact, gpu_count=2, volume_dir=str(tmp_path / "vol"),
+        image="me/flash:py3.11-latest",
+    )  # fmt: skip
+    env = {"RUNPOD_AI_API_KEY": "secret-value"}
+    launch = backend.launch(spec, "w1", env, [Gpu(0, "NVIDIA H200"), Gpu(2, "NVIDIA H200")])
+    args = launch.command
+    assert args[args.index("--gpus") + 1] == '"device=0,2"'
+    assert f"{tmp_path / 'vol'}:/runpod-volume" in args
+    assert launch.env["RUNPOD_VOLUME_PATH"] == "/runpod-volume"
+    assert "secret-value" not in " ".join(args) and "RUNPOD_AI_API_KEY" in args
+    assert launch.env["RUNPOD_AI_API_KEY"] == "secret-value"  # given to the client, by name
+    assert args[-1] == "me/flash:py3.11-latest"
