@@ -4,7 +4,8 @@ The running platform holds an exclusive ``flock`` on ``platform.lock`` for its w
 records ``{"pid", "url"}`` in ``server.json``; the lock (not the pid file) says whether it runs,
 so a crashed platform never looks alive. ``start`` runs ``python -m flash_runtime.platform.server``
 detached and waits for ``/health``; ``stop`` sends SIGTERM (workers finish in-flight work) and
-waits for the lock to be released.
+waits for the lock to be released and then for the process to be gone (what it does after the
+lock, such as SQLite removing its write-ahead log at the last close, is done when stop returns).
 """
 
 from __future__ import annotations
@@ -189,12 +190,29 @@ def stop(config: PlatformConfig, timeout: float = STOP_TIMEOUT_S) -> int | None:
     while time.monotonic() < deadline:
         if running(config) is None:
             _reap(pid)
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             return pid
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     _reap(pid)
     return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie that its parent has not reaped yet has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _reap(pid: int) -> None:
