@@ -59,7 +59,7 @@ ALIAS_PACKAGE = "runpod_flash"
 # tested with ours. All four are small; msgspec and orjson are compiled, so they are installed
 # for the artifact's Python version and platform.
 VENDORED = ("msgspec", "orjson", "cachetools", "starlette")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from .images import (
     satisfied_by_image,
 )
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 _INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$")
 _FIND_LINKS = re.compile(r"^(-f|--find-links)(?:\s+|=)(.+)$")
 

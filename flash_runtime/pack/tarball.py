@@ -6,13 +6,16 @@ below); headers are POSIX pax with integer fields only; every gzip member has a 
 no file name and the "unknown" OS byte, and a fixed compression level.
 
 Layout: the archive is a concatenation of gzip members, which every gzip reader (Python's
-``tarfile``/``gzip``, GNU tar, zcat) reads as one stream. The first member holds the installed
-dependencies and is written once per dependency set, into the dependency cache, so a code-only
-rebuild copies it instead of compressing it again; the second (when the artifact carries it) is
-flash_runtime's vendored worker core, cached the same way; the last holds the project's files,
-the manifest, ``requirements.txt``, the entry files and the end-of-archive marker. Entries are sorted within each
-part; the project's part comes last, so should a project file share a path with a dependency's
-file, the project's copy is the one extracted.
+``tarfile``/``gzip``, GNU tar, zcat) reads as one stream. Each member is one block of at most
+1 MiB of the tar stream with its length in the gzip header (:mod:`flash_runtime.worker.blockgzip`),
+so a worker finds the blocks without decompressing and inflates them on all its cores; blocks are
+compressed on all the build machine's cores too. The stream has three parts, each starting a new
+block: the installed dependencies, written once per dependency set into the dependency cache, so
+a code-only rebuild copies them instead of compressing them again; (when the artifact carries
+it) flash_runtime's vendored worker core, cached the same way; and the project's files, the
+manifest, ``requirements.txt``, the entry files and the end-of-archive marker. Entries are sorted
+within each part; the project's part comes last, so should a project file share a path with a
+dependency's file, the project's copy is the one extracted.
 
 Mtimes: a fixed timestamp for every entry would make artifacts reproducible but would let a
 worker that extracts a new artifact over an old one keep stale bytecode (``.pyc`` files are
@@ -25,15 +28,17 @@ builds of the same inputs.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tarfile
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..worker import blockgzip
 from .errors import BuildError
 
 BLOCK = tarfile.BLOCKSIZE  # 512
@@ -103,12 +108,61 @@ class _Sink:
         self.raw.flush()
 
 
-def _member(sink: _Sink | BinaryIO, level: int) -> gzip.GzipFile:
-    return gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=sink, mtime=0)
+class Blocks:
+    """A write-only stream compressed into indexed gzip members of :data:`blockgzip.BLOCK_SIZE`
+    bytes each, on a few threads (zlib releases the GIL), written to ``sink`` in order.
+
+    Cut at fixed offsets of the stream, so the same bytes always give the same members.
+    """
+
+    def __init__(self, sink: _Sink | BinaryIO, level: int) -> None:
+        self.sink = sink
+        self.level = level
+        self.buffer = bytearray()
+        self.pending: deque[Future[bytes]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+        self.threads = _threads()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.buffer += data
+        while len(self.buffer) >= blockgzip.BLOCK_SIZE:
+            block = bytes(self.buffer[: blockgzip.BLOCK_SIZE])
+            del self.buffer[: blockgzip.BLOCK_SIZE]
+            self._submit(block)
+        return len(data)
+
+    def _submit(self, block: bytes) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, "flash-pack-gzip")
+        self.pending.append(self.pool.submit(blockgzip.member, block, self.level))
+        while len(self.pending) > 2 * self.threads:
+            self.sink.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """Compress what is left and write every member; the stream ends here."""
+        tail = bytes(self.buffer)
+        self.buffer.clear()
+        if self.pool is None:  # under one block: no threads
+            self.sink.write(blockgzip.member(tail, self.level))
+            return
+        try:
+            if tail:
+                self._submit(tail)
+            while self.pending:
+                self.sink.write(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_entries(gz: gzip.GzipFile, entries: Iterable[Entry], mtime: int) -> int:
-    """Write tar members (no end marker) into an open gzip member; return bytes written."""
+def _threads() -> int:
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, min(8, os.cpu_count() or 1))
+
+
+def write_entries(gz: Blocks, entries: Iterable[Entry], mtime: int) -> int:
+    """Write tar members (no end marker) into an open block stream; return bytes written."""
     length = 0
     for entry in entries:
         header = _header(entry, mtime)
@@ -129,7 +183,7 @@ def write_entries(gz: gzip.GzipFile, entries: Iterable[Entry], mtime: int) -> in
     return length
 
 
-def _copy_file(gz: gzip.GzipFile, entry: Entry) -> int:
+def _copy_file(gz: Blocks, entry: Entry) -> int:
     assert entry.path is not None
     remaining = entry.size
     with open(entry.path, "rb") as fh:
@@ -146,9 +200,10 @@ def _copy_file(gz: gzip.GzipFile, entry: Entry) -> int:
 
 
 def write_segment(path: Path, entries: list[Entry], mtime: int, level: int = DEPS_LEVEL) -> int:
-    """Write ``entries`` as one gzip member to ``path`` (for the dependency cache)."""
+    """Write ``entries`` as blocks of indexed gzip members to ``path`` (for the dependency
+    cache)."""
     with open(path, "wb") as raw:
-        gz = _member(raw, level)
+        gz = Blocks(raw, level)
         length = write_entries(gz, entries, mtime)
         gz.close()
     return length
@@ -185,7 +240,7 @@ def write_artifact(
                     while chunk := seg.read(_COPY):
                         sink.write(chunk)
                 length += segment_length
-            gz = _member(sink, PROJECT_LEVEL)
+            gz = Blocks(sink, PROJECT_LEVEL)
             length += write_entries(gz, project_entries, mtime)
             end = 2 * BLOCK
             end += -(length + end) % RECORD

@@ -7,13 +7,16 @@ we need byte counting, refusal of writes through symlinks, mode normalisation an
 bookkeeping of what we created in one place, and writing the files ourselves gives all of that
 with fewer syscalls than a filter plus ``extract`` would.
 
-The archive is read in tarfile's streaming mode (``r|``) on top of our own ``GzipFile``:
-a single sequential pass decompresses the artifact exactly once and starts writing at the first
-member. The regular mode would first scan the whole archive to index members (decompressing
-everything once) and keep every ``TarInfo`` around, which costs cold-start time for nothing,
-since we never need random access. Our own gzip layer lets us hash the compressed bytes in the
-same pass and bound the decompressed stream (tar metadata such as pax records is not covered by
-any member's declared size).
+The archive is read in one sequential pass (:mod:`.tarstream`, our own tar reader, which hands
+out members' data as views into the decompressed blocks) that starts writing at the first
+member, while the gzip members ahead of it are decompressed on the other cores
+(:mod:`.blockgzip`: artifacts from ``flash build`` index their members; others are decompressed
+in order). (Writer threads were tried and lose on two cores: the pass is CPU-bound, and
+``os.writev`` of views into the blocks is already one copy.)
+``tarfile``'s regular mode would first scan the whole archive to index members (decompressing
+everything once), its streaming mode copies every byte three times through Python, and neither
+bounds metadata or counts bytes as we need. The gzip layer hashes the compressed file in the
+same pass.
 
 Bookkeeping files in the target (names starting with ``.flash-artifact`` are refused as members):
 
@@ -30,7 +33,6 @@ Bookkeeping files in the target (names starting with ``.flash-artifact`` are ref
 from __future__ import annotations
 
 import fcntl
-import gzip
 import hashlib
 import io
 import json
@@ -38,15 +40,15 @@ import os
 import posixpath
 import shutil
 import stat
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Self, TypeVar, cast
+from typing import IO, TypeVar
 
 from ..errors import ArtifactError
+from . import blockgzip, tarstream
 
 # The process's umask, read once: modes are normalised (0755/0644) less it, so a platform that
 # keeps its files private (umask 077) gets private extracted apps too.
@@ -104,92 +106,13 @@ class _Marker:
     entries: tuple[str, ...]
 
 
-class _CorruptArchive(Exception):
-    """The tar stream inside the gzip is broken (not raised for the end-of-archive marker)."""
-
-
-class _StreamOverflow(Exception):
-    """More bytes decompressed than the members' declared sizes and headers can account for."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} bytes decompressed")
-        self.count = count
-
-
-# Everything that means "the file is not a complete .tar.gz". BadGzipFile is an OSError, so
-# this must be checked before OSError (which otherwise means the target could not be written).
+# Everything that means "the file is not a complete .tar.gz" (checked before OSError, which
+# otherwise means the target could not be written).
 _UNREADABLE: tuple[type[BaseException], ...] = (
-    _CorruptArchive,
-    tarfile.TarError,
-    gzip.BadGzipFile,
+    tarstream.CorruptArchive,
     zlib.error,
     EOFError,
 )
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """A TarInfo whose parser refuses a broken header instead of ending the archive quietly.
-
-    ``TarFile.next`` treats an invalid, truncated or missing header after the first member as
-    the end of the archive, so a truncated tar inside an intact gzip would extract "fine" with
-    members missing. Only an all-zero block (the real end-of-archive marker) may end it here.
-    """
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        try:
-            return super().frombuf(buf, encoding, errors)
-        except tarfile.HeaderError as err:
-            if len(buf) == tarfile.BLOCKSIZE and buf.count(0) == tarfile.BLOCKSIZE:
-                raise
-            if not buf:
-                raise _CorruptArchive(
-                    "the tar archive stops without its end-of-archive marker (truncated)"
-                ) from None
-            if len(buf) < tarfile.BLOCKSIZE:
-                raise _CorruptArchive("the tar archive ends inside a header (truncated)") from None
-            raise _CorruptArchive(f"invalid tar header ({err})") from None
-
-
-class _HashingReader:
-    """Hands the compressed bytes to gzip while hashing them, so the artifact is read once."""
-
-    def __init__(self, raw: io.BufferedReader[io.FileIO]) -> None:
-        self._raw = raw
-        self._sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._raw.read(size)
-        self._sha256.update(data)
-        return data
-
-    def seek(self, offset: int, /) -> int:
-        # gzip seeks only to rewind, which a one-pass extraction never asks for.
-        raise io.UnsupportedOperation("seek")
-
-    def hexdigest(self) -> str:
-        return self._sha256.hexdigest()
-
-
-class _BoundedStream:
-    """The decompressed tar stream, cut off once it outgrows what the headers account for.
-
-    Member sizes are checked from the headers, but pax and GNU long-name records are read by
-    tarfile in one piece before we see the member they describe; a multi-gigabyte record would
-    be a memory bomb. ``limit`` is raised by the extractor as it accepts members.
-    """
-
-    def __init__(self, source: gzip.GzipFile) -> None:
-        self._source = source
-        self.count = 0
-        self.limit = _HEADER_ALLOWANCE + _STREAM_SLACK
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        if self.count > self.limit:
-            raise _StreamOverflow(self.count)
-        return data
 
 
 def ensure_extracted(
@@ -473,7 +396,7 @@ def _extract_locked(
         try:
             try:
                 digest = job.run(raw, digest)
-            except _StreamOverflow as err:
+            except tarstream.Overflow as err:
                 raise job.overflow_error(err.count) from None
             except _UNREADABLE as err:
                 raise job.unreadable_error(err) from err
@@ -534,35 +457,28 @@ class _Extraction:
         self.declared = 0
         self.written = 0
         self.current = ""
-        self.stream: _BoundedStream | None = None
+        self.tar: tarstream.TarStream | None = None
 
     # -- the pass --------------------------------------------------------------------------
 
     def run(self, raw: io.BufferedReader[io.FileIO], digest: str | None) -> str:
         """Extract every member; return the artifact's sha256 (hashed on the way if unknown)."""
-        hashing = None if digest is not None else _HashingReader(raw)
-        with gzip.GzipFile(fileobj=hashing or raw, mode="rb") as gz:
-            stream = self.stream = _BoundedStream(gz)
-            with tarfile.open(
-                fileobj=cast(IO[bytes], stream), mode="r|", tarinfo=_StrictTarInfo
-            ) as tf:
-                while (member := tf.next()) is not None:
-                    self._member(tf, member)
-            # Read the rest of the gzip stream: it checks the CRC and length in the trailer,
-            # and anything past the tar's end still counts against the stream bound.
-            while stream.read(_CHUNK):
-                pass
-        if hashing is None:
-            assert digest is not None
-            return digest
-        while hashing.read(_CHUNK):
-            pass
-        return hashing.hexdigest()
+        with blockgzip.Reader(raw.fileno(), sha256=digest is None) as gz:
+            self.tar = tarstream.TarStream(gz.chunks(), self._stream_limit)
+            while (member := self.tar.next()) is not None:
+                self._member(member)
+            # Read the rest of the gzip stream: it checks the CRC and length of every member,
+            # and anything past the tar's end still counts against the bound.
+            self.tar.drain()
+            return digest if digest is not None else gz.hexdigest()
 
-    def _member(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _stream_limit(self) -> int:
+        # Headers of the *next* member are read before we see it, hence members + 1.
+        return self.declared + (self.members + 1) * _HEADER_ALLOWANCE + _STREAM_SLACK
+
+    def _member(self, member: tarstream.Member) -> None:
         self.current = member.name
         self.members += 1
-        self._raise_stream_limit()
         if self.members > self.limits.members:
             raise self.refuse(
                 member.name,
@@ -570,11 +486,9 @@ class _Extraction:
                 "leave files out of the build (`flash build --exclude ...`); the limit guards "
                 "against archive bombs",
             )
-        if member.size < 0:
-            raise self.refuse(member.name, "has a negative size in its header", _TAMPERED)
         name = self._normalize(member.name)
         if member.isreg():
-            self._file(tf, member, name)
+            self._file(member, name)
         elif member.isdir():
             if name != ".":
                 self._claim(name)
@@ -590,7 +504,9 @@ class _Extraction:
         elif member.isfifo():
             raise self.refuse(member.name, "is a FIFO (named pipe)", _TAMPERED)
         else:
-            raise self.refuse(member.name, f"has unsupported tar type {member.type!r}", _TAMPERED)
+            raise self.refuse(
+                member.name, f"has unsupported tar type {member.type_name}", _TAMPERED
+            )
 
     # -- names -----------------------------------------------------------------------------
 
@@ -661,8 +577,7 @@ class _Extraction:
                         f"needs {prefix!r} to be a directory, but it is a file",
                         _TAMPERED,
                     ) from None
-            else:
-                os.chmod(path, 0o755 & ~_UMASK)  # normalised: rwxr-xr-x, less the umask
+            # (created rwxr-xr-x less the umask: the normalised mode, no chmod needed)
             self.dirs.add(prefix)
 
     def _create(self, member_name: str, name: str, create: Callable[[], _T]) -> _T:
@@ -682,7 +597,7 @@ class _Extraction:
 
     # -- member kinds ----------------------------------------------------------------------
 
-    def _file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
+    def _file(self, member: tarstream.Member, name: str) -> None:
         if name == ".":
             raise self.refuse(
                 member.name, "is a file named like the app directory itself", _TAMPERED
@@ -691,23 +606,23 @@ class _Extraction:
         self._claim(name)
         self._ensure_dir(posixpath.dirname(name), member.name)
         path = self._path(name)
+        # Normalised (0755/0644, less the umask): exactly what os.open creates, so no fchmod.
         mode = (0o755 if member.mode & 0o111 else 0o644) & ~_UMASK
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = self._create(member.name, name, lambda: os.open(path, flags, mode))
-        with os.fdopen(fd, "wb") as out:
-            src = tf.extractfile(member)
-            if src is None:  # pragma: no cover - isreg() members always have data
-                raise self.refuse(member.name, "has no data", _TAMPERED)
-            with src:
-                self._copy(member, src, out)
-            out.flush()
-            os.fchmod(fd, mode)  # exact, whatever os.open made of it
-            try:
-                # Keep the archive's mtimes: a shipped __pycache__ is only valid for sources
-                # whose mtime matches, and recompiling at import time costs cold start.
-                os.utime(fd, (member.mtime, member.mtime))
-            except (OverflowError, ValueError):
-                pass
+        assert self.tar is not None
+        try:
+            if member.size <= _HOLD:
+                data = self.tar.data(member)
+                self._count(member.name, member.size)
+                _write_all(fd, data)
+            else:
+                for part in self.tar.data_chunks(member, _CHUNK):
+                    self._count(member.name, sum(len(p) for p in part))
+                    _write_all(fd, part)
+            _set_mtime(fd, member.mtime)
+        finally:
+            os.close(fd)
         self.files.add(name)
 
     def _check_sizes(self, member_name: str, size: int) -> None:
@@ -728,39 +643,19 @@ class _Extraction:
                 "dependencies)",
             )
         self.declared += size
-        self._raise_stream_limit()
 
-    def _raise_stream_limit(self) -> None:
-        # Headers of the *next* member are read before we see it, hence members + 1.
-        if self.stream is not None:
-            self.stream.limit = (
-                self.declared + (self.members + 1) * _HEADER_ALLOWANCE + _STREAM_SLACK
+    def _count(self, member_name: str, size: int) -> None:
+        # Declared sizes were checked, but count what is handed to the writers too: the total
+        # must hold even if a declared size was not what was checked.
+        self.written += size
+        if self.written > self.limits.total_bytes:
+            raise self.refuse(
+                member_name,
+                f"pushes the extracted total past the limit of {self.limits.total_bytes:,} bytes",
+                f"raise {_TOTAL_ENV} (MiB) or make the build smaller",
             )
 
-    def _copy(self, member: tarfile.TarInfo, src: IO[bytes], out: IO[bytes]) -> None:
-        # The header was checked, but count what actually arrives: the bounds must hold even if
-        # the reader hands over more than the header promised.
-        limits = self.limits
-        written = 0
-        while chunk := src.read(_CHUNK):
-            written += len(chunk)
-            self.written += len(chunk)
-            if written > member.size or written > limits.member_bytes:
-                raise self.refuse(
-                    member.name,
-                    f"holds more data than its header declares ({member.size:,} bytes declared, "
-                    f"{written:,} read so far; per-file limit {limits.member_bytes:,})",
-                    _TAMPERED,
-                )
-            if self.written > limits.total_bytes:
-                raise self.refuse(
-                    member.name,
-                    f"pushes the extracted total past the limit of {limits.total_bytes:,} bytes",
-                    f"raise {_TOTAL_ENV} (MiB) or make the build smaller",
-                )
-            out.write(chunk)
-
-    def _symlink(self, member: tarfile.TarInfo, name: str) -> None:
+    def _symlink(self, member: tarstream.Member, name: str) -> None:
         link = member.linkname
         if name == ".":
             raise self.refuse(
@@ -793,7 +688,7 @@ class _Extraction:
         self._create(member.name, name, lambda: os.symlink(text, path))
         self.symlinks.add(name)
 
-    def _hardlink(self, member: tarfile.TarInfo, name: str) -> None:
+    def _hardlink(self, member: tarstream.Member, name: str) -> None:
         link = member.linkname
         source = posixpath.normpath(link) if link and "\x00" not in link else ""
         if not source or link.startswith("/") or _escapes(source):
@@ -879,3 +774,27 @@ class _Extraction:
             except OSError:
                 leftovers.append(name)
         return leftovers
+
+
+# Files up to this size are written whole, from views into the decompressed blocks (one
+# ``writev``); larger ones part by part as they are decompressed.
+_HOLD = 4 * _MIB
+
+
+def _write_all(fd: int, pieces: list[memoryview]) -> None:
+    while pieces:
+        written = os.writev(fd, pieces)
+        while pieces and written >= len(pieces[0]):
+            written -= len(pieces[0])
+            pieces = pieces[1:]
+        if pieces and written:
+            pieces = [pieces[0][written:], *pieces[1:]]
+
+
+def _set_mtime(fd: int, mtime: float) -> None:
+    try:
+        # Keep the archive's mtimes: a shipped __pycache__ is only valid for sources whose
+        # mtime matches, and recompiling at import time costs cold start.
+        os.utime(fd, (mtime, mtime))
+    except (OverflowError, ValueError):
+        pass

@@ -232,10 +232,10 @@ def test_device_nodes_and_fifos_are_refused(tmp_path: Path, kind: bytes, reason:
 def test_declared_member_size_over_limit_is_refused_before_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def must_not_copy(*args: object) -> None:
-        raise AssertionError("data was copied before the declared size was checked")
+    def must_not_write(*args: object) -> None:
+        raise AssertionError("data was written before the declared size was checked")
 
-    monkeypatch.setattr(extract_module._Extraction, "_copy", must_not_copy)
+    monkeypatch.setattr(extract_module, "_write_all", must_not_write)
     message = refuse(tmp_path, [reg("big.bin", b"x" * 4096)], max_member_bytes=1024)
     assert "'big.bin'" in message
     assert "declares 4,096 bytes, over the per-file limit of 1,024 bytes" in message
@@ -250,18 +250,20 @@ def test_declared_total_over_limit_is_refused(tmp_path: Path) -> None:
     assert "FLASH_MAX_EXTRACT_MB" in message
 
 
-def test_member_lying_about_its_size_is_cut_off_mid_stream(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # tarfile itself never hands out more than the header says, so simulate a reader that does:
-    # the byte count while writing is what has to stop it.
-    def lying_extractfile(self: tarfile.TarFile, member: tarfile.TarInfo) -> io.BytesIO:
-        return io.BytesIO(b"x" * 50_000)
-
-    monkeypatch.setattr(tarfile.TarFile, "extractfile", lying_extractfile)
-    message = refuse(tmp_path, [reg("small.txt", b"tiny")], max_member_bytes=1_000_000)
-    assert "'small.txt'" in message
-    assert "holds more data than its header declares (4 bytes declared" in message
+def test_member_with_more_data_than_it_declares_is_unreadable(tmp_path: Path) -> None:
+    # The reader takes exactly the declared bytes; what follows must be the next header, so
+    # data beyond the declared size is read as a header and fails its checksum.
+    raw = bytearray(tar_bytes([reg("small.txt", b"tiny"), reg("next.txt", b"n")]))
+    header = 512  # no pax header for short names: small.txt's header, then its data block
+    raw[header : header + 512] = b"x" * 512  # its data block, now all data...
+    raw[header + 512 : header + 1024] = b"y" * 512  # ...and more of it where next.txt's header was
+    artifact = tmp_path / "artifact.tar.gz"
+    artifact.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    with pytest.raises(ArtifactError) as caught:
+        ensure_extracted(artifact, tmp_path / "app")
+    assert "unreadable" in str(caught.value)
+    assert "invalid tar header" in str(caught.value)
+    assert_refused_cleanly(tmp_path)
 
 
 def test_actual_total_over_limit_is_cut_off_mid_stream(
