@@ -49,8 +49,9 @@ from .images import (
     requirement_name,
     satisfied_by_image,
 )
+from .interpreters import find_interpreter, find_uv
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 _INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$")
 _FIND_LINKS = re.compile(r"^(-f|--find-links)(?:\s+|=)(.+)$")
 
@@ -316,7 +317,7 @@ def install(
         )
         if progress:
             progress("packing the dependencies")
-        meta = _finish(site, work, key, installer, left_out)
+        meta = _finish(site, work, key, installer, left_out, python_version, progress)
         meta["requirements"] = reqs.install
         meta["python_version"] = python_version
         meta["platform"] = UV_PLATFORM
@@ -351,15 +352,6 @@ def _from_meta(entry: Path, meta: dict[str, Any], *, cached: bool, seconds: floa
     )
 
 
-def _find_uv() -> str | None:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
-
-
 def _have_pip() -> bool:
     import importlib.util
 
@@ -382,7 +374,7 @@ def _installer_command(
     choice = os.environ.get("FLASH_INSTALLER", "").strip().lower()
     if choice not in ("", "uv", "pip"):
         raise BuildError(f"FLASH_INSTALLER={choice!r}: use 'uv' or 'pip'")
-    uv = _find_uv() if choice in ("", "uv") else None
+    uv = find_uv() if choice in ("", "uv") else None
     req_file = work / "requirements.in"
     if uv:
         cmd = [
@@ -463,6 +455,51 @@ def run_installer(
     return name
 
 
+def compile_bytecode(site: Path, python_version: str) -> bool:
+    """Byte-compile the installed packages for the workers' Python, as the image's own
+    packages are: a worker's first import of a large library (pandas, scipy) otherwise
+    compiles hundreds of modules, seconds of its cold start, on every new worker.
+
+    The ``.pyc`` files are *unchecked-hash* ones: valid whatever the sources' mtimes (the
+    artifact gives them the dependency set's date), never re-validated at import, and the same
+    bytes for the same sources. Test directories (``test``/``tests`` inside packages) are left
+    out: nothing imports them at serving time, and they are a third of a large set's modules.
+    Returns False (the artifact then ships sources only, compiled by each worker as it imports
+    them) when no Python ``python_version`` runs here.
+    """
+    interpreter = find_interpreter(python_version)
+    if interpreter is None:
+        return False
+    tests = re.escape(str(site)) + r"/(.*/)?tests?/"
+    try:
+        # -qq: syntax errors of files no worker imports (vendored Python 2 code) are not ours
+        # to report; they stay source-only.
+        subprocess.run(
+            [
+                interpreter,
+                "-m",
+                "compileall",
+                "-qq",
+                "-j",
+                "0",
+                "--invalidation-mode",
+                "unchecked-hash",
+                "-x",
+                tests,
+                "-s",
+                str(site),
+                str(site),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=1800,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(site.rglob("*.pyc"))
+
+
 def _distribution(dist_info: Path) -> metadata.Distribution:
     return metadata.PathDistribution(dist_info)
 
@@ -490,9 +527,16 @@ def _record_files(site: Path, dist_info: Path) -> list[Path]:
 
 
 def _finish(
-    site: Path, work: Path, key: str, installer: str, left_out: Mapping[str, str]
+    site: Path,
+    work: Path,
+    key: str,
+    installer: str,
+    left_out: Mapping[str, str],
+    python_version: str,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Prune left-out packages and scripts, measure, and write the dependency segment."""
+    """Prune left-out packages and scripts, byte-compile, measure, and write the dependency
+    segment."""
     site = site.resolve()
     shutil.rmtree(site / "bin", ignore_errors=True)
     (site / ".lock").unlink(missing_ok=True)  # uv's lock file for the target directory
@@ -514,6 +558,10 @@ def _finish(
             directory.rmdir()  # only succeeds when empty
         except OSError:
             pass
+    if progress:
+        progress(f"byte-compiling the dependencies for Python {python_version}")
+    bytecode = compile_bytecode(site, python_version)
+    tag = f"cpython-{python_version.replace('.', '')}"
     claimed: dict[Path, str] = {}
     packages = []
     for dist_info in sorted(site.glob("*.dist-info")):
@@ -523,6 +571,11 @@ def _finish(
         for path in files:
             claimed[path] = name
             size += path.stat().st_size
+            if bytecode and path.suffix == ".py":
+                pyc = path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+                if pyc.is_file():
+                    claimed[pyc] = name
+                    size += pyc.stat().st_size
         packages.append(Package(name, _dist_version(dist_info), size))
     entries = []
     total = 0
@@ -555,4 +608,5 @@ def _finish(
         "tar_length": length,
         "top_level": sorted({e.name.split("/")[0] for e in entries}),
         "pruned": sorted(pruned),
+        "bytecode": bytecode,
     }

@@ -30,7 +30,6 @@ start through a ``.pth`` file.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -52,6 +51,7 @@ from ..pack.images import (
     normalize,
     runtime_dependencies,
 )
+from ..pack.interpreters import find_interpreter, find_uv
 
 FORMAT = 1
 # Image packages no package registry serves in the form the images hold (CUDA or +cpu builds
@@ -143,57 +143,9 @@ def _core_pins() -> list[str]:
     return pins
 
 
-@functools.cache
-def find_interpreter(version: str) -> str | None:
-    """A Python ``version`` ("3.12") interpreter on this machine, or None (looked up once)."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        return sys.executable
-    found = shutil.which(f"python{version}")
-    if found and _runs_as(found, version):
-        return found
-    uv = _uv()
-    if uv is None:
-        return None
-    try:
-        done = subprocess.run(
-            [uv, "python", "find", "--no-project", version],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    path = done.stdout.strip()
-    return path if done.returncode == 0 and path and _runs_as(path, version) else None
-
-
-def _runs_as(interpreter: str, version: str) -> bool:
-    """Whether ``interpreter`` runs and is Python ``version`` (a shim may be neither)."""
-    try:
-        done = subprocess.run(
-            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and done.stdout.strip() == version
-
-
 def pythons() -> frozenset[str]:
     """The worker Python versions this machine has interpreters for."""
     return frozenset(v for v in SUPPORTED_PYTHON if find_interpreter(v))
-
-
-def _uv() -> str | None:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
 
 
 def environment(
@@ -243,7 +195,7 @@ def official_environment(root: Path, python: str | None = None) -> Path:
 
 
 def _make(venv: Path, base: str, wanted: Recipe) -> None:
-    uv = _uv()
+    uv = find_uv()
     if uv is None:
         raise FlashError(
             "image environments are made with uv, which is not installed: "

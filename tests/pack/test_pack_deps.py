@@ -137,6 +137,55 @@ def test_install_flat_exclude_and_reuse_the_cache(
     assert [p.name for p in only.packages] == ["flashdep-a"]
 
 
+def test_dependencies_ship_unchecked_hash_bytecode_for_the_workers_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from flash_runtime.pack import deps
+
+    wheels = tmp_path / "wheels"
+    make_wheel(
+        wheels,
+        "flashdep-c",
+        "1.0",
+        {
+            "flashdep_c/__init__.py": "from .core import VALUE\n",
+            "flashdep_c/core.py": "VALUE = 'c'\n",
+            "flashdep_c/tests/test_core.py": "def test(): pass\n",
+            "flashdep_c/py2_only.py": "print 'never imported'\n",  # a syntax error in 3.x
+        },
+    )
+    project = project_with(tmp_path, f"--no-index\n--find-links {wheels}\nflashdep-c\n")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    tag = f"cpython-{version.replace('.', '')}"
+    result = build(project, exclude=["requests"], python_version=version)
+    with tarfile.open(result.artifact) as tar:
+        shipped = {m.name: m for m in tar.getmembers()}
+        pyc = f"flashdep_c/__pycache__/core.{tag}.pyc"
+        assert pyc in shipped and f"flashdep_c/__pycache__/__init__.{tag}.pyc" in shipped
+        member = tar.extractfile(pyc)
+        assert member is not None
+        header = member.read(16)
+    # PEP 552: flags 0b01 = hash-based, not checked against the source at import.
+    assert int.from_bytes(header[4:8], "little") == 0b01
+    assert not any("/tests/" in name and name.endswith(".pyc") for name in shipped)
+    assert not any("py2_only" in name and name.endswith(".pyc") for name in shipped)
+    # The package's size counts its bytecode.
+    (package,) = [p for p in result.packages if p.name == "flashdep-c"]
+    assert package.size > sum(
+        shipped[n].size for n in shipped if n.startswith("flashdep_c/") and n.endswith(".py")
+    )
+
+    # No interpreter of the target Python here: sources only, and the build still works.
+    monkeypatch.setattr(deps, "find_interpreter", lambda version: None)
+    (project / "requirements.txt").write_text(
+        f"--no-index\n--find-links {wheels}\nflashdep-c==1.0\n"  # another cache entry
+    )
+    plain = build(project, exclude=["requests"], python_version=version)
+    assert not any(n.endswith(".pyc") for n in names(plain.artifact))
+
+
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_unresolvable_dependency_shows_the_installers_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installer: str
