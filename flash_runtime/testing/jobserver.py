@@ -78,8 +78,12 @@ class Job:
 class JobServer:
     """The worker side of the Runpod job API on 127.0.0.1, for one endpoint."""
 
-    def __init__(self, *, hold: float = 2.0, api_key: str = API_KEY) -> None:
+    def __init__(self, *, hold: float = 2.0, api_key: str = API_KEY, delay: float = 0.0) -> None:
+        """``hold``: how long a long-poll is held; ``delay``: one-way network latency in
+        seconds, as between a Runpod worker and its job server (every request is handled
+        ``delay`` after it was sent, and its answer reaches the worker ``delay`` later)."""
         self.hold = hold
+        self.delay = delay
         self.api_key = api_key
         self.jobs: dict[str, Job] = {}
         self.requests: list[Recorded] = []
@@ -257,6 +261,8 @@ class JobServer:
     async def _record(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the request on its way here
         kind = request.path.split("/")[3] if request.path.count("/") >= 4 else "?"
         body = await request.text()
         with self._cond:
@@ -286,6 +292,8 @@ class JobServer:
         ):
             self._violation(request, f"User-Agent is {request.headers.get('User-Agent')!r}")
         response: web.StreamResponse = await handler(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the answer on its way back
         return response
 
     def _running_on(self, worker: str) -> list[Job]:

@@ -24,9 +24,11 @@ application/json`` (overridden for posts) and a ``RunPod-Python-SDK/...`` style 
 
 What differs is the pacing, and it is why this loop exists:
 
-* A slot that frees is filled at once: the next job-take starts the moment a job's result is
-  acknowledged (the official loop sleeps a full second whenever its slots are full). While all
-  slots are busy no job-take is in flight.
+* A slot that frees is filled at once: the next job-take starts the moment a job's function
+  returns, beside the post of its result (the official loop sleeps a full second whenever its
+  slots are full), so over a network a job costs one round trip, not two. While all slots are
+  busy no job-take is in flight; results still being delivered hold no slot, but no more than
+  ``slots`` of them may wait at once (then the next take waits for a delivery).
 * Failed polls back off exponentially with jitter (capped), 429 at least as long as the official
   five seconds, instead of retrying at once; an empty answer the server did not hold (not a
   long-poll) is followed by a short, growing pause, so an instant-204 server cannot cause a hot
@@ -234,7 +236,8 @@ class JobLoop:
         self._clock = clock
         self._sleep = sleep
         self.slots = handler.slots
-        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, asyncio.Task[None]] = {}  # running or delivering its result
+        self._running: set[str] = set()  # of those, the ones whose function has not returned
         self._stopped: set[str] = set()  # jobs the server told us to stop
         self._early_stops: dict[str, float] = {}  # stops for jobs not (yet) here -> when
         self._slot_freed = asyncio.Event()
@@ -306,7 +309,8 @@ class JobLoop:
         pacer = Pacer()
         clock = self._clock or asyncio.get_running_loop().time
         while True:
-            free = self.slots - len(self._jobs)
+            delivering = len(self._jobs) - len(self._running)
+            free = self.slots - len(self._running) if delivering <= self.slots else 0
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -366,12 +370,14 @@ class JobLoop:
             log.warning("job-take answered more jobs than asked for; running job %s anyway", job_id)
         task = asyncio.create_task(self._run_job(job_id, job), name=f"job {job_id}")
         self._jobs[job_id] = task
+        self._running.add(job_id)
         # Clean up in a done-callback, not in the coroutine: a task cancelled before its first
         # step never runs its body (a stop can arrive in the same loop tick as the job).
         task.add_done_callback(functools.partial(self._finished, job_id))
 
     def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         del self._jobs[job_id]
+        self._running.discard(job_id)
         stopped = job_id in self._stopped
         self._stopped.discard(job_id)
         self._slot_freed.set()
@@ -393,6 +399,9 @@ class JobLoop:
             request_context.request.set(submitted)
         started = time.perf_counter()
         result = await self._outcome(job_id, job)
+        # Its slot is free for the next job-take now, while the result is on its way.
+        self._running.discard(job_id)
+        self._slot_freed.set()
         body = self._encode(job_id, result)
         url = self.protocol.done_url(job_id, self.handler.is_generator)
         if await self._post(url, body, job_id, "result"):

@@ -143,11 +143,41 @@ def test_no_job_take_while_all_slots_are_busy(server: JobServer) -> None:
         server.wait_running(job_id)
         takes_while_busy = len(server.recorded("job-take"))
         server.wait(job_id)
-        # The next poll starts once the result is acknowledged.
+        # The next poll starts once the function returns, beside the post of its result: the
+        # job is still in progress here (its result on its way) when it is sent.
         server.wait_until(lambda: len(server.recorded("job-take")) > takes_while_busy)
         takes_after = server.recorded("job-take")
     assert len(takes_after) == takes_while_busy + 1
-    assert takes_after[-1].param("job_in_progress") == "0"
+    assert takes_after[-1].param("job_in_progress") == "1"
+
+
+def test_the_next_take_does_not_wait_for_the_results_acknowledgement() -> None:
+    # Over a network (0.2 s each way) a job costs one round trip: the next job-take leaves with
+    # the result's post, so the next job is handed out as the result arrives, not a round trip
+    # later.
+    with JobServer(hold=1.0, delay=0.2) as slow:
+        ids = [slow.submit({"seconds": 0.0}) for _ in range(3)]
+        with serving(slow, "nap"):
+            jobs = [slow.wait(job_id, timeout=20) for job_id in ids]
+        assert not slow.violations
+    for earlier, later in zip(jobs, jobs[1:], strict=False):
+        assert earlier.done_at is not None and later.taken_at is not None
+        assert later.taken_at - earlier.done_at < 0.2, (earlier, later)
+
+
+def test_results_waiting_for_delivery_are_bounded(server: JobServer) -> None:
+    # While results cannot be delivered, at most `slots` of them wait besides the running
+    # jobs: with one slot, two jobs are taken (one delivering, one done and delivering too),
+    # then no more until a delivery succeeds.
+    server.fail_done_posts(4)
+    ids = [server.submit({"seconds": 0.0}) for _ in range(4)]
+    with serving(server, "nap"):
+        server.wait_until(lambda: len([j for j in server.jobs.values() if j.taken_at]) >= 2)
+        time.sleep(0.2)  # the first retries are 0.25 s away at the earliest
+        taken = [j.id for j in server.jobs.values() if j.taken_at]
+        assert len(taken) == 2, taken
+        done = [server.wait(job_id, timeout=30) for job_id in ids]
+    assert all(job.result and "finished" in job.result["output"] for job in done)
 
 
 def test_generator_chunks_are_streamed(server: JobServer) -> None:
