@@ -125,18 +125,18 @@ def spawn(
     return Proc(name, popen, log_path, started, port)
 
 
-def post_process(port: int, timeout: float = 5) -> tuple[int, bytes]:
+def post_process(port: int, timeout: float = 5, path: str = "/process") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", "/process", PROCESS_BODY, {"Content-Type": "application/json"})
+        conn.request("POST", path, PROCESS_BODY, {"Content-Type": "application/json"})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def wait_first_200(proc: Proc, timeout: float = 120) -> float:
-    """Poll ``POST /process`` until it answers 200; returns time.time() of that answer.
+def wait_first_200(proc: Proc, timeout: float = 120, path: str = "/process") -> float:
+    """Poll ``POST path`` until it answers 200; returns time.time() of that answer.
 
     Refused connections and 503s (a worker still loading) are retried every millisecond.
     """
@@ -145,13 +145,13 @@ def wait_first_200(proc: Proc, timeout: float = 120) -> float:
     while time.monotonic() < deadline:
         proc.check_alive()
         try:
-            status, _ = post_process(proc.port)
+            status, _ = post_process(proc.port, timeout=max(5.0, timeout), path=path)
             if status == 200:
                 return time.time()
         except OSError:
             pass
         time.sleep(0.001)
-    raise TimeoutError(f"{proc.name}: no 200 from POST /process in {timeout}s:\n{proc.log()}")
+    raise TimeoutError(f"{proc.name}: no 200 from POST {path} in {timeout}s:\n{proc.log()}")
 
 
 # -- statistics ------------------------------------------------------------------------------

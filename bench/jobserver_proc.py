@@ -13,7 +13,9 @@ stdin/stdout, one JSON object per line:
   (times are ``time.time()``), or ``{"error": "..."}``;
 * ``{"cmd": "violations"}`` -> ``{"violations": [...]}`` (protocol checks of the tests).
 
-It exits when stdin closes.
+Arguments: how long a long-poll is held (s), and the one-way network latency to emulate (s,
+default 0: every request is handled that long after it was sent, and answered that long
+later). It exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class BatchJobServer(JobServer):
 
 def main() -> None:
     hold = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
-    with BatchJobServer(hold=hold) as server:
+    delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0  # one-way network latency, s
+    with BatchJobServer(hold=hold, delay=delay) as server:
         print(json.dumps({"port": server.port, "url": server.url}), flush=True)
         for line in sys.stdin:
             if not line.strip():

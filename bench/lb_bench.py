@@ -67,11 +67,19 @@ def bare(logs: Path) -> Launcher:
     return launch
 
 
-def ours(logs: Path, artifact: Path, app_dir: Callable[[], Path], unpack: bool = True) -> Launcher:
-    """Our worker; ``app_dir()`` is called per start (a new directory: extraction included)."""
+def ours(
+    logs: Path,
+    artifact: Path,
+    app_dir: Callable[[], Path],
+    unpack: bool = True,
+    base: dict[str, str] | None = None,
+) -> Launcher:
+    """Our worker; ``app_dir()`` is called per start (a new directory: extraction included).
+    ``base`` replaces :func:`server_env`'s environment."""
 
     def launch(port: int) -> Proc:
-        env = server_env(
+        env = dict(base if base is not None else server_env())
+        env.update(
             {
                 "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
                 "FLASH_APP_DIR": str(app_dir()),
@@ -91,20 +99,25 @@ def ours(logs: Path, artifact: Path, app_dir: Callable[[], Path], unpack: bool =
 
 
 def reference(
-    logs: Path, ref: RefEnv, artifact: Path, app_dir: Callable[[], Path], unpack: bool = True
+    logs: Path,
+    ref: RefEnv,
+    artifact: Path,
+    app_dir: Callable[[], Path],
+    unpack: bool = True,
+    base: dict[str, str] | None = None,
 ) -> Launcher:
     def launch(port: int) -> Proc:
-        env = ref.env(
-            server_env(
-                {
-                    "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
-                    "FLASH_APP_DIR": str(app_dir()),
-                    "FLASH_RESOURCE_NAME": RESOURCE,
-                    "FLASH_ENDPOINT_TYPE": "lb",
-                    "RUNPOD_ENDPOINT_ID": "bench-ref",
-                }
-            )
+        env = dict(base if base is not None else server_env())
+        env.update(
+            {
+                "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
+                "FLASH_APP_DIR": str(app_dir()),
+                "FLASH_RESOURCE_NAME": RESOURCE,
+                "FLASH_ENDPOINT_TYPE": "lb",
+                "RUNPOD_ENDPOINT_ID": "bench-ref",
+            }
         )
+        env = ref.env(env)
         if not unpack:
             env["FLASH_DISABLE_UNPACK"] = "1"
         cmd = [

@@ -44,11 +44,11 @@ CASES = {  # (function kind, slots) -> endpoint of bench/apps/qb_noop
 class JobServerProc:
     """Driver side of ``bench/jobserver_proc.py``."""
 
-    def __init__(self, logs: Path, hold: float = 2.0) -> None:
+    def __init__(self, logs: Path, hold: float = 2.0, delay: float = 0.0) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self._err = open(logs / f"jobserver-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
         self.popen = subprocess.Popen(
-            [PYTHON, str(BENCH / "jobserver_proc.py"), str(hold)],
+            [PYTHON, str(BENCH / "jobserver_proc.py"), str(hold), str(delay)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._err,
@@ -172,9 +172,11 @@ def measure(
     warmup: int,
     slots: int,
     timeout: float,
+    delay: float = 0.0,
 ) -> dict[str, Any]:
-    """One worker, one job server: warm up, then time a batch of ``jobs`` queued at once."""
-    with JobServerProc(logs) as server:
+    """One worker, one job server (``delay``: one-way latency between them): warm up, then
+    time a batch of ``jobs`` queued at once."""
+    with JobServerProc(logs, delay=delay) as server:
         worker: Proc = start_worker(server.worker_env(f"bench-{time.monotonic_ns()}"))
         try:
             if warmup:

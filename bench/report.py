@@ -245,11 +245,34 @@ def chart(path: Path, sections: dict[str, Section]) -> str | None:
         ]
     if pbars:
         panels.append(("flash build time (s, lower is better, log)", "s", pbars, True))
-    if not panels:
+    sizes = sections.get("sizes")
+    lines: dict[str, list[tuple[float, float]]] = {}
+    if sizes is not None and sizes.data.get("sizes"):
+        from .cold_sizes import chart_points
+
+        lines = chart_points(sizes)
+    if not panels and not lines:
         return "nothing to chart"
 
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
-    for ax, (title, unit, bars, log_scale) in zip(axes[:, 0], panels, strict=True):
+    count = len(panels) + (1 if lines else 0)
+    fig, axes = plt.subplots(count, 1, figsize=(10, 3.2 * count), squeeze=False)
+    if lines:
+        ax = axes[-1, 0]
+        colours = {"ours": "#2a7ab9", "reference": "#d9822b", "GNU tar": "#999999"}
+        for label, points in lines.items():
+            points = sorted(points)
+            ax.plot(
+                [x for x, _ in points],
+                [y for _, y in points],
+                marker="o",
+                label=label if label != "GNU tar" else "GNU tar xzf alone (ours' artifact)",
+                color=colours.get(label),
+            )
+        ax.set_title("Cold start, first 200 against artifact size (lower is better)", fontsize=10)
+        ax.set_xlabel("installed size of the artifact (MB)")
+        ax.set_ylabel("s")
+        ax.legend(fontsize=8)
+    for ax, (title, unit, bars, log_scale) in zip(axes[: len(panels), 0], panels, strict=True):
         labels = [b[0] for b in bars]
         medians = [b[1]["median"] or 0 for b in bars]
         low = [max(0.0, (b[1]["median"] or 0) - (b[1]["min"] or 0)) for b in bars]

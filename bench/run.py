@@ -5,9 +5,15 @@
 2. **pack**: builds the template and an app with real dependencies with both packers, cold and
    warm caches (:mod:`bench.pack_bench`); the template artifacts feed the next steps.
 3. **cold**: worker cold start, load-balanced and queue-based (:mod:`bench.cold_bench`).
-4. **lb**: ``POST /process`` throughput and latency with wrk (:mod:`bench.lb_bench`).
-5. **queue**: no-op jobs per second at 1 and 4 slots (:mod:`bench.queue_bench`).
-6. **cross**: cross-endpoint calls, by ``bench/cross_bench.py`` (ours only).
+4. **sizes**: cold start against artifact size, real dependency sets, beside GNU tar
+   (:mod:`bench.cold_sizes`).
+5. **lb**: ``POST /process`` throughput and latency with wrk (:mod:`bench.lb_bench`).
+6. **queue**: no-op jobs per second at 1 and 4 slots (:mod:`bench.queue_bench`).
+7. **latency**: 5 ms jobs with the job server a 50 ms round trip away
+   (:mod:`bench.queue_latency`).
+8. **images**: the template's cold start through the official image's entry, beside our
+   bootstrap and the reference on the same image (:mod:`bench.image_paths`).
+9. **cross**: cross-endpoint calls, by ``bench/cross_bench.py`` (ours only).
 
 Prints the table (medians with [min-max] over the runs, and the median of the per-run ratios
 beside each goal), and writes ``bench/results/bench.json`` and ``bench/results/bench.png``; a
@@ -27,11 +33,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import apps, cold_bench, lb_bench, pack_bench, queue_bench, report
+from . import (
+    apps,
+    cold_bench,
+    cold_sizes,
+    image_paths,
+    lb_bench,
+    pack_bench,
+    queue_bench,
+    queue_latency,
+    report,
+)
 from .common import BENCH, CACHE, RESULTS, ROOT, Section, log, ratios, server_env, summary
 from .reference import VERSION, ensure_venv
 
-SECTIONS = ("pack", "cold", "lb", "queue", "cross")
+SECTIONS = ("pack", "cold", "sizes", "lb", "queue", "latency", "images", "cross")
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {
         "pack_rounds": 2,
@@ -44,6 +60,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "jobs_ref": {1: 5, 4: 16},
         "official_loop": True,
         "cross_rounds": 3,
+        "sizes_rounds": 3,
+        "latency_rounds": 2,
+        "latency_jobs_ours": {1: 100, 4: 200},
+        "latency_jobs_ref": {1: 4, 4: 12},
+        "images_rounds": 5,
     },
     "quick": {
         "pack_rounds": 1,
@@ -56,6 +77,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "jobs_ref": {1: 3, 4: 8},
         "official_loop": False,
         "cross_rounds": 1,
+        "sizes_rounds": 1,
+        "latency_rounds": 1,
+        "latency_jobs_ours": {1: 30, 4: 60},
+        "latency_jobs_ref": {1: 3, 4: 8},
+        "images_rounds": 2,
     },
 }
 
@@ -213,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             sections.append(section)
             extracted = section.handoff.get("lb_app_dirs", {})
+        if "sizes" in only:
+            sections.append(
+                cold_sizes.run(ref, work, rounds=settings["sizes_rounds"], quick=args.quick)
+            )
         if "lb" in only:
             sections.append(
                 lb_bench.run(
@@ -247,6 +277,30 @@ def main(argv: list[str] | None = None) -> int:
                     official_loop=settings["official_loop"],
                 )
             )
+        if "latency" in only:
+            env = pack_bench._cache_env(CACHE / "pack-warm")
+            working = {
+                packer: apps.build_quietly(
+                    packer,
+                    apps.bench_app("qb_work", work / f"qb_work-{packer}"),
+                    env,
+                    ref,
+                    work / "artifacts" / f"qb_work-{packer}.tar.gz",
+                )
+                for packer in ("ours", "ref")
+            }
+            sections.append(
+                queue_latency.run(
+                    ref,
+                    work,
+                    working,
+                    rounds=settings["latency_rounds"],
+                    jobs_ours=settings["latency_jobs_ours"],
+                    jobs_ref=settings["latency_jobs_ref"],
+                )
+            )
+        if "images" in only:
+            sections.append(image_paths.run(ref, work, rounds=settings["images_rounds"]))
         if "cross" in only:
             section, rows = cross_section(work, args.quick, settings["cross_rounds"])
             sections.append(section)

@@ -14,8 +14,11 @@ the artifact carries in :data:`VENDOR_DIR`:
   environment's own copies serve when it is such a machine), without their ``.dist-info``. The
   images already have aiohttp, uvicorn (with uvloop and httptools) and anyio.
 
-The directory goes first on the worker's ``sys.path``, so our ``runpod_flash`` wins over the
-reference SDK the images preinstall. It is one gzip member of the artifact, cached per (Python
+The pure-Python packages among these (ours, starlette, cachetools) travel in one zip,
+:data:`CORE_ZIP`, with their bytecode for the workers' Python (the images extract artifacts with
+``tarfile``, which pays per member); the compiled ones (msgspec, orjson) as files. The directory
+and the zip go first on the worker's ``sys.path``, so our ``runpod_flash`` wins over the
+reference SDK the images preinstall. The core is one part of the artifact, cached per (Python
 version, core sources, vendored versions) under ``$FLASH_HOME/cache/core``.
 """
 
@@ -27,17 +30,22 @@ import os
 import platform
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from ..manifest import interpreter_version as manifest_python
+from ..worker import handover
 from . import deps, tarball
 from .errors import BuildError
 from .images import UV_PLATFORM
 
 VENDOR_DIR = ".flash-worker"
+# The core's pure-Python packages (flash_runtime, runpod_flash, starlette, cachetools) in one
+# file inside VENDOR_DIR, imported with zipimport; see _zip_pure_packages.
+CORE_ZIP = handover.CORE_ZIP
 # flash_runtime's worker core: what a worker imports. Everything else (pack, deploy, platform,
 # devserver, the CLI) stays with the CLI install.
 CORE_MODULES = (
@@ -59,7 +67,7 @@ ALIAS_PACKAGE = "runpod_flash"
 # tested with ours. All four are small; msgspec and orjson are compiled, so they are installed
 # for the artifact's Python version and platform.
 VENDORED = ("msgspec", "orjson", "cachetools", "starlette")
-CACHE_FORMAT = 2
+CACHE_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -153,9 +161,19 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
             shutil.rmtree(dist_info)
         shutil.rmtree(site / "bin", ignore_errors=True)
         (site / ".lock").unlink(missing_ok=True)
-        entries = [tarball.Entry(rel, path=path, size=path.stat().st_size) for rel, path in sources]
+        for cache in list(site.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        for rel, path in sources:
+            dest = site / rel.removeprefix(f"{VENDOR_DIR}/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+        # Bytecode for the workers' Python: every new worker on an official image would
+        # otherwise compile the core (about a tenth of a second) before it answers.
+        bytecode = deps.compile_bytecode(site, python_version)
+        _zip_pure_packages(site, python_version)
+        entries = []
         for path in sorted(site.rglob("*")):
-            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+            if path.is_file() and not path.is_symlink():
                 rel = f"{VENDOR_DIR}/{path.relative_to(site).as_posix()}"
                 entries.append(tarball.Entry(rel, path=path, size=path.stat().st_size))
         length = tarball.write_segment(
@@ -168,6 +186,7 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
             "tar_length": length,
             "size": sum(e.size for e in entries),
             "files": len(entries),
+            "bytecode": bytecode,
         }
         shutil.rmtree(site)
         (work / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -176,6 +195,43 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _from_meta(entry, meta, cached=False)
+
+
+def _zip_pure_packages(site: Path, python_version: str) -> None:
+    """Put the pure-Python packages of ``site`` into :data:`CORE_ZIP`, imported from there.
+
+    The official images extract the artifact with ``tarfile``, at about half a millisecond a
+    member: the core's ~230 files cost a worker a tenth of a second before our code runs; the
+    zip is one member. Compiled packages (msgspec, orjson: extension modules cannot be imported
+    from a zip) stay files. ``zipimport`` looks for ``module.pyc`` beside ``module.py`` (not in
+    ``__pycache__``), so the bytecode moves there; the sources stay, for tracebacks. Entries are
+    sorted, with fixed dates and modes, so the same inputs give the same bytes.
+    """
+    tag = f".cpython-{python_version.replace('.', '')}.pyc"
+    pure = sorted(
+        top
+        for top in site.iterdir()
+        if top.is_dir() and not any(p.suffix in (".so", ".pyd") for p in top.rglob("*"))
+    )
+    members: dict[str, Path] = {}
+    for top in pure:
+        for path in top.rglob("*"):
+            if not path.is_file():
+                continue
+            rel = path.relative_to(site)
+            if path.parent.name == "__pycache__":
+                if not path.name.endswith(tag):
+                    continue
+                rel = rel.parent.parent / (path.name.removesuffix(tag) + ".pyc")
+            members[rel.as_posix()] = path
+    with zipfile.ZipFile(site / CORE_ZIP, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.create_system = 3  # Unix, whatever the build machine
+            zf.writestr(info, members[name].read_bytes())
+    for top in pure:
+        shutil.rmtree(top)
 
 
 def _copy_installed(site: Path, python_version: str) -> bool:
@@ -243,13 +299,13 @@ import sys
 
 _app_dir = os.path.dirname(os.path.abspath(__file__))
 _core = os.path.join(_app_dir, {VENDOR_DIR!r})
-if not os.path.isdir(os.path.join(_core, "flash_runtime")):
+if not os.path.isfile(os.path.join(_core, {CORE_ZIP!r})):
     raise RuntimeError(
         "this artifact was built for flash_runtime's own images (image_target 'flash'), which "
         "run `python -m flash_runtime.bootstrap`; to run it on Runpod's runpod/flash* images, "
         "build it without an image repository (unset FLASH_IMAGE_REPOSITORY)"
     )
-sys.path.insert(0, _core)
+sys.path[:0] = [_core, os.path.join(_core, {CORE_ZIP!r})]
 for _name in [m for m in sys.modules if m == "flash_runtime" or m.startswith("flash_runtime.")]:
     del sys.modules[_name]
 

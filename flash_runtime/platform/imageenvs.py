@@ -53,7 +53,7 @@ from ..pack.images import (
 )
 from ..pack.interpreters import find_interpreter, find_uv
 
-FORMAT = 1
+FORMAT = 2
 # Image packages no package registry serves in the form the images hold (CUDA or +cpu builds
 # of PyTorch come from download.pytorch.org).
 UNINSTALLABLE = frozenset({"torch", "torchvision", "torchaudio", "triton"})
@@ -208,8 +208,10 @@ def _make(venv: Path, base: str, wanted: Recipe) -> None:
     )
     if made.returncode == 0:
         made = subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
-             *wanted.install],
+            # --compile-bytecode: the images' packages are byte-compiled (pip does it when
+            # they are built), so a worker here does not compile fastapi or torch at import.
+            [uv, "pip", "install", "-q", "--compile-bytecode", "--python",
+             str(venv / "bin" / "python"), *wanted.install],
             capture_output=True,
             text=True,
         )  # fmt: skip

@@ -8,8 +8,9 @@ that file calls :func:`hand_over`, which replaces the process (same pid, same co
 
 * the artifact is already extracted, so the bootstrap does not extract it again
   (``FLASH_DISABLE_UNPACK``) and serves from the directory the entry file is in;
-* the vendored core goes first on ``PYTHONPATH``, so its ``flash_runtime`` and ``runpod_flash``
-  win over whatever the image preinstalls;
+* the vendored core (its directory and the zip of its pure-Python packages in it,
+  ``core.zip``) goes first on ``PYTHONPATH``, so its ``flash_runtime`` and ``runpod_flash`` win
+  over whatever the image preinstalls;
 * a load-balanced worker listens where the image's uvicorn command was told to listen
   (``--host``/``--port``, or uvicorn's ``UVICORN_HOST``/``UVICORN_PORT``, or uvicorn's defaults);
   uvicorn imports the app before it binds its socket, so the port is free.
@@ -23,6 +24,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+CORE_ZIP = "core.zip"  # flash_runtime.pack.core.CORE_ZIP (the packer is not in the core)
 UVICORN_DEFAULT_HOST = "127.0.0.1"
 UVICORN_DEFAULT_PORT = 8000
 
@@ -69,7 +71,8 @@ def handover_env(
     """The environment the bootstrap is started with in place of the image's entry."""
     out = dict(env)
     path = out.get("PYTHONPATH", "")
-    out["PYTHONPATH"] = os.pathsep.join(p for p in (core_dir, path) if p)
+    core_zip = os.path.join(core_dir, CORE_ZIP)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (core_dir, core_zip, path) if p)
     out["FLASH_APP_DIR"] = app_dir
     out["FLASH_DISABLE_UNPACK"] = "1"  # the image's entry extracted it
     out["FLASH_RESOURCE_NAME"] = resource

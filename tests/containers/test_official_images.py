@@ -54,7 +54,7 @@ def test_lb_on_the_official_contract(
         status, reply = http(f"{url}{path}", body)
         assert status == 200 and reply[key] == expected, containers.logs(name)
         if app == "numpy":
-            assert "/app/.flash-worker/runpod_flash/" in reply["sdk"]
+            assert "/app/.flash-worker/core.zip/runpod_flash/" in reply["sdk"]
         assert "handing the worker over to flash_runtime" in containers.logs(name)
 
 
@@ -67,5 +67,5 @@ def test_queue_on_the_official_contract(
         job = server.wait(server.submit({"values": [1, 2, 3]}), timeout=60)
         assert job.result is not None, containers.logs(name)
         assert job.result["output"]["total"] == 6.0
-        assert "/app/.flash-worker/runpod_flash/" in job.result["output"]["sdk"]
+        assert "/app/.flash-worker/core.zip/runpod_flash/" in job.result["output"]["sdk"]
         assert not server.violations, server.violations

@@ -121,7 +121,7 @@ def test_numpy_app_bundles_numpy_and_our_sdk_wins(
     status, body = http(f"{worker.url}/mean", {"values": [1, 2, 6]})
     assert status == 200 and body["mean"] == 3.0
     # The image preinstalls the reference SDK as runpod_flash; the artifact's alias wins.
-    assert "/.flash-worker/runpod_flash/" in body["sdk"]
+    assert "/.flash-worker/core.zip/runpod_flash/" in body["sdk"]
 
     with JobServer(hold=1.0) as server:
         image = OfficialImage(interpreter, tmp_path / "app-q")
@@ -155,7 +155,6 @@ def test_core_is_vendored_for_the_artifacts_python(tmp_path: Path) -> None:
         names = tar.getnames()
     compiled = [n for n in names if n.startswith(".flash-worker/") and n.endswith(".so")]
     assert compiled and all("cpython-313-x86_64-linux-gnu" in n for n in compiled), compiled
-    assert {f".flash-worker/{m}/__init__.py" for m in ("msgspec", "orjson", "starlette")} <= set(
-        names
-    )
+    assert {f".flash-worker/{m}/__init__.py" for m in ("msgspec", "orjson")} <= set(names)
+    assert ".flash-worker/core.zip" in names
     assert "handler_lb_worker.py" in names and "handler_cpu_worker.py" in names

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -604,9 +606,20 @@ def test_the_worker_core_is_vendored_offline_from_this_environment(
     result = build(project, skip_deps=True)
     names = set(members(result.artifact))
     assert result.core_bytes > 0
-    for package in ("msgspec", "orjson", "cachetools", "starlette"):
+    for package in ("msgspec", "orjson"):  # compiled: files
         assert f".flash-worker/{package}/__init__.py" in names
     assert not any(".dist-info" in n for n in names if n.startswith(".flash-worker/"))
+    # The pure-Python packages are one zip, with bytecode beside the sources (zipimport's
+    # layout) for the workers' Python, and nothing of theirs outside it.
+    with tarfile.open(result.artifact) as tar:
+        member = tar.extractfile(".flash-worker/core.zip")
+        assert member is not None
+        zipped = zipfile.ZipFile(io.BytesIO(member.read())).namelist()
+    for package in ("flash_runtime", "runpod_flash", "cachetools", "starlette"):
+        assert f"{package}/__init__.py" in zipped and f"{package}/__init__.pyc" in zipped
+        assert not any(n.startswith(f".flash-worker/{package}/") for n in names)
+    assert "flash_runtime/worker/handover.pyc" in zipped
+    assert not any("__pycache__" in n for n in zipped)
 
 
 # runpod-flash 1.21's provisioner (runtime/resource_provisioner.py) rebuilds a resource from a

@@ -29,7 +29,7 @@ def test_lb_handover_listens_where_the_image_asked_and_keeps_the_platforms_env()
     env = {"PYTHONPATH": "/opt/x", "RUNPOD_ENDPOINT_ID": "ep", "PORT": "1"}
     argv = ["uvicorn", "lb_handler:app", "--host", "0.0.0.0", "--port", "80"]
     out = handover_env("api", "lb", "/app", "/app/.flash-worker", env=env, argv=argv)
-    assert out["PYTHONPATH"] == "/app/.flash-worker:/opt/x"
+    assert out["PYTHONPATH"] == "/app/.flash-worker:/app/.flash-worker/core.zip:/opt/x"
     assert (out["FLASH_HOST"], out["PORT"]) == ("0.0.0.0", "80")
     assert out["FLASH_DISABLE_UNPACK"] == "1" and out["FLASH_APP_DIR"] == "/app"
     assert (out["FLASH_RESOURCE_NAME"], out["FLASH_ENDPOINT_TYPE"]) == ("api", "lb")
@@ -39,4 +39,4 @@ def test_lb_handover_listens_where_the_image_asked_and_keeps_the_platforms_env()
 def test_queue_handover_leaves_ports_alone() -> None:
     out = handover_env("job", "qb", "/app", "/app/.flash-worker", env={}, argv=["handler.py"])
     assert "PORT" not in out and "FLASH_HOST" not in out
-    assert out["PYTHONPATH"] == "/app/.flash-worker"
+    assert out["PYTHONPATH"] == "/app/.flash-worker:/app/.flash-worker/core.zip"

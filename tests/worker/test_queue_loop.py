@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import subprocess
 import sys
 import threading
@@ -160,7 +161,7 @@ def test_the_next_take_does_not_wait_for_the_results_acknowledgement() -> None:
         with serving(slow, "nap"):
             jobs = [slow.wait(job_id, timeout=20) for job_id in ids]
         assert not slow.violations
-    for earlier, later in zip(jobs, jobs[1:], strict=False):
+    for earlier, later in itertools.pairwise(jobs):
         assert earlier.done_at is not None and later.taken_at is not None
         assert later.taken_at - earlier.done_at < 0.2, (earlier, later)
 
