@@ -167,7 +167,7 @@ def run(
         summary(lb_t["bare"]),
         "ours/bare",
         ratios(lb_t["ours"], lb_t["bare"]),
-        [goal("<=", 1.3, "ratio", "<= 1.3x bare uvicorn+Starlette")],
+        [goal("<=", 1.1, "ratio", "<= 1.1x bare uvicorn+Starlette")],
     )
     section.row(
         "cold start LB vs reference",

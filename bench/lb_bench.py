@@ -253,7 +253,7 @@ def run(
         summary(rps["ref"]),
         "ours/ref",
         ratios(rps["ours"], rps["ref"]),
-        [goal(">=", 2.5, "ratio", ">= 2.5x the reference")],
+        [goal(">=", 4.0, "ratio", ">= 4x the reference")],
     )
     section.row(
         "LB /process throughput vs bare Starlette",
@@ -263,7 +263,7 @@ def run(
         summary(rps["bare"]),
         "ours/bare",
         ratios(rps["ours"], rps["bare"]),
-        [goal(">=", 0.9, "ratio", ">= 0.9x bare Starlette")],
+        [goal(">=", 1.0, "ratio", ">= 1.0x bare Starlette")],
     )
     for pct in ("p50", "p99"):
         key = f"{pct}_ms"

@@ -14,6 +14,8 @@
 8. **images**: the template's cold start through the official image's entry, beside our
    bootstrap and the reference on the same image (:mod:`bench.image_paths`).
 9. **cross**: cross-endpoint calls, by ``bench/cross_bench.py`` (ours only).
+10. **platform**: the local platform's ``/runsync`` round trip for a no-op, by
+    ``bench/platform_bench.py`` (ours only).
 
 Prints the table (medians with [min-max] over the runs, and the median of the per-run ratios
 beside each goal), and writes ``bench/results/bench.json`` and ``bench/results/bench.png``; a
@@ -44,10 +46,21 @@ from . import (
     queue_latency,
     report,
 )
-from .common import BENCH, CACHE, RESULTS, ROOT, Section, log, ratios, server_env, summary
+from .common import (
+    BENCH,
+    CACHE,
+    RESULTS,
+    ROOT,
+    Section,
+    goal,
+    log,
+    ratios,
+    server_env,
+    summary,
+)
 from .reference import VERSION, ensure_venv
 
-SECTIONS = ("pack", "cold", "sizes", "lb", "queue", "latency", "images", "cross")
+SECTIONS = ("pack", "cold", "sizes", "lb", "queue", "latency", "images", "cross", "platform")
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {
         "pack_rounds": 2,
@@ -166,6 +179,54 @@ def cross_section(work: Path, quick: bool, rounds: int) -> tuple[Section, list[t
             )
     section.seconds = time.perf_counter() - started
     return section, []
+
+
+def platform_section(work: Path, quick: bool, rounds: int) -> Section:
+    """The platform's ``/runsync`` p50 and jobs/s for a no-op on one worker, by
+    ``bench/platform_bench.py`` run ``rounds`` times (its JSON read back)."""
+    section = Section("platform")
+    started = time.perf_counter()
+    p50: list[float] = []
+    rate: list[float] = []
+    for r in range(rounds):
+        out = work / f"platform-{r}.json"
+        requests, duration = ("500", "3") if quick else ("2000", "8")
+        log(f"platform: bench/platform_bench.py (round {r + 1}/{rounds})")
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / "platform_bench.py"), "--requests", requests,
+             "--duration", duration, "--out", str(out)],
+            capture_output=True, text=True, env=server_env(), cwd=ROOT,
+        )  # fmt: skip
+        if proc.returncode != 0 or not out.is_file():
+            section.notes.append(
+                f"bench/platform_bench.py failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+            )
+            return section
+        one = json.loads(out.read_text())["results"]["1_worker"]
+        p50.append(float(one["runsync_latency"]["p50_ms"]))
+        rate.append(float(one["runsync_throughput"]["jobs_per_s"]))
+    section.data = {"p50_ms": p50, "jobs_per_s": rate}
+    section.row(
+        "platform /runsync p50, no-op, one worker",
+        "ms",
+        summary(p50),
+        "",
+        summary([]),
+        "",
+        summary([]),
+        [goal("<=", 1.0, "ours", "<= 1 ms")],
+    )
+    section.row(
+        "platform /runsync throughput, 32 clients, one worker",
+        "jobs/s",
+        summary(rate),
+        "",
+        summary([]),
+        "",
+        summary([]),
+    )
+    section.seconds = time.perf_counter() - started
+    return section
 
 
 def fmt_ms(values: list[float]) -> str:
@@ -305,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             section, rows = cross_section(work, args.quick, settings["cross_rounds"])
             sections.append(section)
             extra_rows += rows
+        if "platform" in only:
+            sections.append(platform_section(work, args.quick, settings["cross_rounds"]))
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")
