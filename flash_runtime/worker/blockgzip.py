@@ -31,8 +31,10 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["BLOCK_SIZE", "MAX_BLOCK_SIZE", "Reader", "member"]
 
@@ -110,16 +112,16 @@ class Reader:
         self._decompressobj, self._errors = _inflater()
         parallel = len(self._blocks) >= _MIN_PARALLEL
         count = workers if workers is not None else _cpus()
-        self._pool = ThreadPoolExecutor(count, "flash-gunzip") if parallel and count > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        if parallel and count > 1:
+            # Imported here: a small artifact (one block) starts no threads and pays nothing.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(count, "flash-gunzip")
         self._window = 2 * count + 2
-        self._hash: Future[str] | None = None
+        self._hash: Future[str] | str | None = None
         if sha256:
-            if self._pool is not None:
-                self._hash = self._pool.submit(self._sha256)
-            else:
-                done: Future[str] = Future()
-                done.set_result(self._sha256())
-                self._hash = done
+            self._hash = self._pool.submit(self._sha256) if self._pool else self._sha256()
         self._chunks = self._stream()
         self._buffer = memoryview(b"")
 
@@ -141,7 +143,7 @@ class Reader:
 
     def hexdigest(self) -> str:
         assert self._hash is not None, "Reader(sha256=True) hashes the file"
-        return self._hash.result()
+        return self._hash if isinstance(self._hash, str) else self._hash.result()
 
     def chunks(self) -> Iterator[bytes]:
         """The decompressed stream as the blocks come (the rest of it, after any ``read``)."""

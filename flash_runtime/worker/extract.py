@@ -38,7 +38,6 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
 import zlib
 from collections.abc import Callable, Iterator
@@ -351,6 +350,8 @@ def _remove_entry(root: str, name: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
+        import shutil  # (here: it imports bz2 and lzma, a few ms of every cold start)
+
         shutil.rmtree(path)  # does not follow symlinks inside the tree
     else:
         os.unlink(path)
@@ -731,6 +732,8 @@ class _Extraction:
                 f"{self.limits.total_bytes:,} bytes",
                 f"raise {_TOTAL_ENV} (MiB) or make the build smaller",
             )
+        import shutil
+
         shutil.copyfile(src_path, dst_path, follow_symlinks=False)
         os.chmod(dst_path, stat.S_IMODE(os.lstat(src_path).st_mode))
 
