@@ -100,9 +100,7 @@ def _scratch() -> Path:
 
 
 def _env() -> dict[str, str]:
-    env = server_env()
-    env.pop("PYTHONPYCACHEPREFIX", None)
-    return env
+    return server_env(bytecode_cache=False)
 
 
 def _first(launch: lb_bench.Launcher, path: str = "/process") -> float:

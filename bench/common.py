@@ -47,18 +47,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    extra: Mapping[str, str] | None = None, *, bytecode_cache: bool = True
+) -> dict[str, str]:
     """A server's environment: no FLASH_/RUNPOD_ settings of the caller, one bytecode cache.
 
     Bytecode goes to a private cache (``PYTHONPYCACHEPREFIX``) that a discarded warm-up run
     fills, so every server starts with its libraries compiled, as in a built image, whatever the
     caller's ``PYTHONDONTWRITEBYTECODE``. Code extracted from an artifact into a new directory
-    still compiles on every run, as it does in a fresh worker.
+    still compiles on every run, as it does in a fresh worker. ``bytecode_cache=False`` leaves
+    the cache out: then bytecode an artifact ships is used, as on Runpod (a cache prefix makes
+    Python ignore every ``__pycache__``), and libraries use their environments' own.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
     for key in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP"):
         env.pop(key, None)
-    env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    if bytecode_cache:
+        env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

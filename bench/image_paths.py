@@ -105,11 +105,8 @@ FLOOR_QB = b"""def handler(job):
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A server's environment without the benchmarks' bytecode cache: the image environments
-    hold their packages' bytecode (as the images do), and bytecode an artifact ships is used
-    only without ``PYTHONPYCACHEPREFIX`` (as on Runpod)."""
-    env = server_env(extra)
-    env.pop("PYTHONPYCACHEPREFIX", None)
-    return env
+    hold their packages' bytecode (as the images do), and the artifact ships its own."""
+    return server_env(extra, bytecode_cache=False)
 
 
 def _floor_artifact(work: Path) -> Path:

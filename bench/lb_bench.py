@@ -67,6 +67,25 @@ def bare(logs: Path) -> Launcher:
     return launch
 
 
+def _worker_env(
+    base: dict[str, str] | None, artifact: Path, app_dir: Path, unpack: bool, endpoint: str
+) -> dict[str, str]:
+    """What both runtimes' load-balanced workers are given (the image contract's variables)."""
+    env = dict(base if base is not None else server_env())
+    env.update(
+        {
+            "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
+            "FLASH_APP_DIR": str(app_dir),
+            "FLASH_RESOURCE_NAME": RESOURCE,
+            "FLASH_ENDPOINT_TYPE": "lb",
+            "RUNPOD_ENDPOINT_ID": endpoint,
+        }
+    )
+    if not unpack:
+        env["FLASH_DISABLE_UNPACK"] = "1"
+    return env
+
+
 def ours(
     logs: Path,
     artifact: Path,
@@ -78,21 +97,8 @@ def ours(
     ``base`` replaces :func:`server_env`'s environment."""
 
     def launch(port: int) -> Proc:
-        env = dict(base if base is not None else server_env())
-        env.update(
-            {
-                "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
-                "FLASH_APP_DIR": str(app_dir()),
-                "FLASH_RESOURCE_NAME": RESOURCE,
-                "FLASH_ENDPOINT_TYPE": "lb",
-                "FLASH_HOST": "127.0.0.1",
-                "PORT": str(port),
-                "FLASH_LOG_LEVEL": "WARNING",
-                "RUNPOD_ENDPOINT_ID": "bench-ours",
-            }
-        )
-        if not unpack:
-            env["FLASH_DISABLE_UNPACK"] = "1"
+        env = _worker_env(base, artifact, app_dir(), unpack, "bench-ours")
+        env.update({"FLASH_HOST": "127.0.0.1", "PORT": str(port), "FLASH_LOG_LEVEL": "WARNING"})
         return spawn("ours-lb", [PYTHON, "-m", "flash_runtime.bootstrap"], env, logs, port=port)
 
     return launch
@@ -107,19 +113,7 @@ def reference(
     base: dict[str, str] | None = None,
 ) -> Launcher:
     def launch(port: int) -> Proc:
-        env = dict(base if base is not None else server_env())
-        env.update(
-            {
-                "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
-                "FLASH_APP_DIR": str(app_dir()),
-                "FLASH_RESOURCE_NAME": RESOURCE,
-                "FLASH_ENDPOINT_TYPE": "lb",
-                "RUNPOD_ENDPOINT_ID": "bench-ref",
-            }
-        )
-        env = ref.env(env)
-        if not unpack:
-            env["FLASH_DISABLE_UNPACK"] = "1"
+        env = ref.env(_worker_env(base, artifact, app_dir(), unpack, "bench-ref"))
         cmd = [
             ref.python, "-m", "uvicorn", "flashref_lb:app", "--app-dir", str(BENCH / "refimage"),
             "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS,

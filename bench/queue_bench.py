@@ -292,15 +292,22 @@ def run(
                 "ours/ref",
                 ratios(rate["ours_official_loop"], rate["ref"][:1]),
             )
-        for side, xs in sides.items():
-            failed = [x for x in xs if x["failed"]]
-            if failed:
-                section.notes.append(
-                    f"queue {case}, {side}: {failed[0]['failed']} of {failed[0]['jobs']} jobs "
-                    f"returned an error ({failed[0]['failure']}); its rate counts them anyway"
-                )
-            bad = [v for x in xs for v in x["violations"]]
-            if bad:
-                section.notes.append(f"queue {case} {side}: protocol violations: {bad[:3]}")
+        note_failures(section, f"queue {case}", sides, "; its rate counts them anyway")
     section.seconds = time.perf_counter() - started
     return section
+
+
+def note_failures(
+    section: Section, label: str, sides: dict[str, list[dict[str, Any]]], also: str = ""
+) -> None:
+    """Notes for the runs of :func:`measure` whose jobs failed or broke the protocol."""
+    for side, xs in sides.items():
+        failed = [x for x in xs if x["failed"]]
+        if failed:
+            section.notes.append(
+                f"{label}, {side}: {failed[0]['failed']} of {failed[0]['jobs']} jobs "
+                f"returned an error ({failed[0]['failure']}){also}"
+            )
+        bad = [v for x in xs for v in x["violations"]]
+        if bad:
+            section.notes.append(f"{label} {side}: protocol violations: {bad[:3]}")

@@ -103,15 +103,6 @@ def run(
             ratios(overhead["ref"], overhead["ours"]),
             [goal("<=", rtt_ms, "ours", f"<= one round trip ({rtt_ms:.0f} ms)")],
         )
-        for side, xs in sides.items():
-            failed = [x for x in xs if x["failed"]]
-            if failed:
-                section.notes.append(
-                    f"latency c{slots}, {side}: {failed[0]['failed']} of {failed[0]['jobs']} "
-                    f"jobs returned an error ({failed[0]['failure']})"
-                )
-            bad = [v for x in xs for v in x["violations"]]
-            if bad:
-                section.notes.append(f"latency c{slots} {side}: protocol violations: {bad[:3]}")
+        queue_bench.note_failures(section, f"latency c{slots}", sides)
     section.seconds = time.perf_counter() - started
     return section

@@ -58,7 +58,7 @@ from .common import (
     server_env,
     summary,
 )
-from .reference import VERSION, ensure_venv
+from .reference import VERSION, RefEnv, ensure_venv
 
 SECTIONS = ("pack", "cold", "sizes", "lb", "queue", "latency", "images", "cross", "platform")
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -125,33 +125,13 @@ def cross_section(work: Path, quick: bool, rounds: int) -> tuple[Section, list[t
         section.notes.append("cross-endpoint calls: not yet available (no bench/cross_bench.py)")
         return section, placeholder
     started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    for r in range(rounds):
-        out = work / f"cross-{r}.json"
-        requests, hits = ("200", "50000") if quick else ("1000", "200000")
-        log(f"cross: bench/cross_bench.py --requests {requests} (round {r + 1}/{rounds})")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(script),
-                "--requests",
-                requests,
-                "--hits",
-                hits,
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            env=server_env(),
-            cwd=ROOT,
-        )
-        if proc.returncode != 0 or not out.is_file():
-            section.notes.append(
-                f"bench/cross_bench.py failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
-            )
-            return section, placeholder
-        results.append(json.loads(out.read_text())["results"])
+    requests, hits = ("200", "50000") if quick else ("1000", "200000")
+    found = script_runs(
+        section, work, "cross_bench.py", ["--requests", requests, "--hits", hits], rounds
+    )
+    if found is None:
+        return section, placeholder
+    results = [r["results"] for r in found]
     section.data = {"runs": results}
     hit = [float(x["discovery_cache_hit_us"]) for x in results]
     section.row(
@@ -181,30 +161,45 @@ def cross_section(work: Path, quick: bool, rounds: int) -> tuple[Section, list[t
     return section, []
 
 
+def script_runs(
+    section: Section, work: Path, script: str, args: list[str], rounds: int
+) -> list[dict[str, Any]] | None:
+    """``bench/<script> ARGS --out FILE`` run ``rounds`` times, as it is meant to be run; its
+    JSON outputs, or None (and a note) when a run fails."""
+    results = []
+    for r in range(rounds):
+        out = work / f"{script.removesuffix('.py')}-{r}.json"
+        log(f"{section.name}: bench/{script} {' '.join(args)} (round {r + 1}/{rounds})")
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / script), *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            cwd=ROOT,
+        )
+        if proc.returncode != 0 or not out.is_file():
+            section.notes.append(
+                f"bench/{script} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+            )
+            return None
+        results.append(json.loads(out.read_text()))
+    return results
+
+
 def platform_section(work: Path, quick: bool, rounds: int) -> Section:
     """The platform's ``/runsync`` p50 and jobs/s for a no-op on one worker, by
     ``bench/platform_bench.py`` run ``rounds`` times (its JSON read back)."""
     section = Section("platform")
     started = time.perf_counter()
-    p50: list[float] = []
-    rate: list[float] = []
-    for r in range(rounds):
-        out = work / f"platform-{r}.json"
-        requests, duration = ("500", "3") if quick else ("2000", "8")
-        log(f"platform: bench/platform_bench.py (round {r + 1}/{rounds})")
-        proc = subprocess.run(
-            [sys.executable, str(BENCH / "platform_bench.py"), "--requests", requests,
-             "--duration", duration, "--out", str(out)],
-            capture_output=True, text=True, env=server_env(), cwd=ROOT,
-        )  # fmt: skip
-        if proc.returncode != 0 or not out.is_file():
-            section.notes.append(
-                f"bench/platform_bench.py failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
-            )
-            return section
-        one = json.loads(out.read_text())["results"]["1_worker"]
-        p50.append(float(one["runsync_latency"]["p50_ms"]))
-        rate.append(float(one["runsync_throughput"]["jobs_per_s"]))
+    requests, duration = ("500", "3") if quick else ("2000", "8")
+    found = script_runs(
+        section, work, "platform_bench.py", ["--requests", requests, "--duration", duration], rounds
+    )
+    if found is None:
+        return section
+    ones = [r["results"]["1_worker"] for r in found]
+    p50 = [float(one["runsync_latency"]["p50_ms"]) for one in ones]
+    rate = [float(one["runsync_throughput"]["jobs_per_s"]) for one in ones]
     section.data = {"p50_ms": p50, "jobs_per_s": rate}
     section.row(
         "platform /runsync p50, no-op, one worker",
@@ -231,6 +226,21 @@ def platform_section(work: Path, quick: bool, rounds: int) -> Section:
 
 def fmt_ms(values: list[float]) -> str:
     return report.fmt(summary(values)["median"])
+
+
+def both_packers(ref: RefEnv, work: Path, app: str) -> dict[str, Path]:
+    """``bench/apps/<app>`` built by each packer (warm package caches): artifact per packer."""
+    env = pack_bench._cache_env(CACHE / "pack-warm")
+    return {
+        packer: apps.build_quietly(
+            packer,
+            apps.bench_app(app, work / f"{app}-{packer}"),
+            env,
+            ref,
+            work / "artifacts" / f"{app}-{packer}.tar.gz",
+        )
+        for packer in ("ours", "ref")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,17 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "queue" in only:
-            env = pack_bench._cache_env(CACHE / "pack-warm")
-            noop = {
-                packer: apps.build_quietly(
-                    packer,
-                    apps.bench_app("qb_noop", work / f"qb_noop-{packer}"),
-                    env,
-                    ref,
-                    work / "artifacts" / f"qb_noop-{packer}.tar.gz",
-                )
-                for packer in ("ours", "ref")
-            }
+            noop = both_packers(ref, work, "qb_noop")
             sections.append(
                 queue_bench.run(
                     ref,
@@ -339,17 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "latency" in only:
-            env = pack_bench._cache_env(CACHE / "pack-warm")
-            working = {
-                packer: apps.build_quietly(
-                    packer,
-                    apps.bench_app("qb_work", work / f"qb_work-{packer}"),
-                    env,
-                    ref,
-                    work / "artifacts" / f"qb_work-{packer}.tar.gz",
-                )
-                for packer in ("ours", "ref")
-            }
+            working = both_packers(ref, work, "qb_work")
             sections.append(
                 queue_latency.run(
                     ref,
