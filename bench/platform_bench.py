@@ -144,6 +144,9 @@ def main() -> None:
     os.environ["FLASH_HOME"] = str(work / "flash")
     os.environ["FLASH_PLATFORM_URL"] = f"http://127.0.0.1:{free_port()}"
     os.environ.setdefault("FLASH_LOG_LEVEL", "WARNING")
+    # Workers in the platform's own environment: the endpoints are recorded here by hand, not
+    # deployed, so no image environment is prepared for them (and this measures the platform).
+    os.environ["FLASH_PLATFORM_WORKER_ENV"] = "platform"
     config = PlatformConfig.load()
     try:
         artifact = build_app(ROOT / "tests" / "apps" / "platform_noop", work)
