@@ -31,6 +31,8 @@ def _isolated_flash_home(
     which are kept under ``build/`` across runs; no test sees this machine's GPUs unless it
     sets ``FLASH_PLATFORM_GPUS`` itself."""
     monkeypatch.setenv("FLASH_HOME", str(tmp_path_factory.getbasetemp() / "flash_home"))
+    # The packer's caches, shared by every home a test makes (tests that own theirs say so).
+    monkeypatch.setenv("FLASH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "flash_cache"))
     monkeypatch.delenv("FLASH_RESOURCE_NAME", raising=False)
     monkeypatch.setenv("FLASH_PLATFORM_WORKER_ENV", "platform")
     monkeypatch.setenv("FLASH_PLATFORM_IMAGE_ENVS", str(REPO / "build" / "image-envs"))

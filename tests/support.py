@@ -251,7 +251,14 @@ def endpoint_spec(id: str, resource: str, artifact: Path, **settings: Any) -> En
 FLASH = [sys.executable, "-c", "from flash_runtime.cli import main; main()"]
 
 
-PLATFORM_KNOBS = ("FLASH_PLATFORM_WORKER_ENV", "FLASH_PLATFORM_IMAGE_ENVS", "FLASH_PLATFORM_GPUS")
+# Passed on to every CLI a test runs (FLASH_CACHE_DIR: the session's packer caches, shared by
+# the tests' homes so each dependency set and the vendored core are installed and compiled once).
+PLATFORM_KNOBS = (
+    "FLASH_PLATFORM_WORKER_ENV",
+    "FLASH_PLATFORM_IMAGE_ENVS",
+    "FLASH_PLATFORM_GPUS",
+    "FLASH_CACHE_DIR",
+)
 
 
 class FlashCLI:

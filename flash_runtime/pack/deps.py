@@ -61,7 +61,14 @@ def flash_home() -> Path:
 
 
 def cache_dir(name: str) -> Path:
-    """``$FLASH_HOME/cache/<name>``; FLASH_HOME and its cache are created private (700)."""
+    """``$FLASH_CACHE_DIR/<name>``, by default ``$FLASH_HOME/cache/<name>``: the packer's
+    caches (installed dependency sets, the vendored core), which several homes may share.
+    FLASH_HOME and the cache are created private (700)."""
+    explicit = os.environ.get("FLASH_CACHE_DIR", "").strip()
+    if explicit:
+        root = Path(explicit).expanduser()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return root / name
     home = flash_home()
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     (home / "cache").mkdir(mode=0o700, exist_ok=True)

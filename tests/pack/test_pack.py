@@ -596,6 +596,7 @@ def test_the_worker_core_is_vendored_offline_from_this_environment(
     """With no index to install from, this environment's own msgspec, orjson, cachetools and
     starlette are vendored (it is the workers' kind of machine); without their dist-info."""
     monkeypatch.setenv("FLASH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FLASH_CACHE_DIR")  # a cache of its own: the core is made here
     monkeypatch.setenv("FLASH_INSTALLER", "pip")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))

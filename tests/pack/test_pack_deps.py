@@ -25,6 +25,7 @@ from flash_runtime.pack import BuildError, build
 def own_flash_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "flash_home"
     monkeypatch.setenv("FLASH_HOME", str(home))
+    monkeypatch.delenv("FLASH_CACHE_DIR")  # its caches under it, as by default
     monkeypatch.delenv("FLASH_INSTALLER", raising=False)
     return home
 
@@ -184,6 +185,20 @@ def test_dependencies_ship_unchecked_hash_bytecode_for_the_workers_python(
     )
     plain = build(project, exclude=["requests"], python_version=version)
     assert not any(n.endswith(".pyc") for n in names(plain.artifact))
+
+
+def test_homes_share_a_cache_dir_when_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+
+    wheels = local_index(tmp_path)
+    project = project_with(tmp_path, f"--no-index\n--find-links {wheels}\nflashdep-b\n")
+    monkeypatch.setenv("FLASH_CACHE_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("FLASH_HOME", str(tmp_path / "first"))
+    assert build(project, exclude=["requests"]).deps_cached is False
+    monkeypatch.setenv("FLASH_HOME", str(tmp_path / "second"))
+    assert build(project, exclude=["requests"]).deps_cached is True
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o700
+    assert not (tmp_path / "second" / "cache").exists()
 
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
