@@ -235,16 +235,18 @@ def measure(
 _RUNPOD_KEYS = ("RUNPOD_AI_API_KEY", "RUNPOD_POD_ID", "RUNPOD_PING_INTERVAL")
 
 
-def run(ref: RefEnv, work: Path, *, rounds: int) -> Section:
-    """The ``images`` section of ``python -m bench``."""
+def run(ref: RefEnv, work: Path, *, rounds: int, ref_artifact: Path | None = None) -> Section:
+    """The ``images`` section of ``python -m bench``; ``ref_artifact``: the reference's build of
+    the template, when an earlier section made one (else it is built here)."""
     section = Section("images")
     started = time.perf_counter()
-    env = pack_bench._cache_env(CACHE / "pack-warm")
-    template = apps.init_template(ref, work / "images-template")
-    ref_artifact = apps.build_quietly(
-        "ref", apps.copy_project(template, work / "images-ref"), env, ref,
-        work / "artifacts" / "images-template-ref.tar.gz",
-    )  # fmt: skip
+    if ref_artifact is None:
+        env = pack_bench._cache_env(CACHE / "pack-warm")
+        template = apps.init_template(ref, work / "images-template")
+        ref_artifact = apps.build_quietly(
+            "ref", apps.copy_project(template, work / "images-ref"), env, ref,
+            work / "artifacts" / "images-template-ref.tar.gz",
+        )  # fmt: skip
     out = measure(work / "images", rounds, ref, {"lb": ref_artifact, "qb": ref_artifact})
     t = out["times"]
     section.data = out

@@ -351,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "images" in only:
-            sections.append(image_paths.run(ref, work, rounds=settings["images_rounds"]))
+            sections.append(
+                image_paths.run(
+                    ref, work, rounds=settings["images_rounds"], ref_artifact=artifacts.get("ref")
+                )
+            )
         if "cross" in only:
             section, rows = cross_section(work, args.quick, settings["cross_rounds"])
             sections.append(section)
