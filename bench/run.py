@@ -94,7 +94,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "latency_rounds": 1,
         "latency_jobs_ours": {1: 30, 4: 60},
         "latency_jobs_ref": {1: 3, 4: 8},
-        "images_rounds": 2,
+        "images_rounds": 1,
     },
 }
 
@@ -353,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         if "images" in only:
             sections.append(
                 image_paths.run(
-                    ref, work, rounds=settings["images_rounds"], ref_artifact=artifacts.get("ref")
+                    ref,
+                    work,
+                    rounds=settings["images_rounds"],
+                    ref_artifact=artifacts.get("ref"),
+                    with_reference=not args.quick,
                 )
             )
         if "cross" in only:
