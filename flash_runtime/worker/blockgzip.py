@@ -52,9 +52,9 @@ _MIN_PARALLEL = 4  # fewer indexed members than this are decompressed in the cal
 _CHUNK = 1 << 20
 
 
-def _inflater() -> tuple[Callable[[int], Any], tuple[type[BaseException], ...]]:
-    """``decompressobj`` of the fastest inflater here, and the errors it raises."""
-    if os.environ.get("FLASH_INFLATE", "").strip().lower() != "zlib":
+def _inflater(fast: bool = True) -> tuple[Callable[[int], Any], tuple[type[BaseException], ...]]:
+    """``decompressobj`` of the fastest inflater here (zlib unless ``fast``), and its errors."""
+    if fast and os.environ.get("FLASH_INFLATE", "").strip().lower() != "zlib":
         try:
             from isal import isal_zlib
         except ImportError:
@@ -109,7 +109,8 @@ class Reader:
         self._fd = fd
         self._size = os.fstat(fd).st_size
         self._blocks, self._tail = self._scan()
-        self._decompressobj, self._errors = _inflater()
+        # A small file (the template's) inflates in microseconds: zlib, no isal import.
+        self._decompressobj, self._errors = _inflater(fast=self._size >= _CHUNK)
         parallel = len(self._blocks) >= _MIN_PARALLEL
         count = workers if workers is not None else _cpus()
         self._pool: ThreadPoolExecutor | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from flash_runtime.platform import db, process
 from flash_runtime.platform.model import EndpointSpec
 from flash_runtime.platform.storage import save_endpoint
 from flash_runtime.protocol.local import PlatformConfig
-from flash_runtime.testing.net import free_port
+from flash_runtime.testing.net import free_port, wait_until
 
 SLOW = "restart0000001"
 
@@ -80,6 +81,21 @@ def test_start_status_stop(home: PlatformConfig) -> None:
 
     process.ensure_running(home)  # starts it when it is not running
     assert status()["running"] is True
+
+
+def test_a_process_counts_as_gone_once_it_has_exited_even_unreaped() -> None:
+    # What `flash platform stop` waits for after the lock is released: a platform started by
+    # another process is a zombie, or nothing, here once it has exited.
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert process._alive(child.pid)
+        child.kill()
+        wait_until(lambda: not process._alive(child.pid), what="the killed child to end")
+        assert child.poll() is not None  # reaped only now: it was a zombie until here
+        assert not process._alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_endpoints_and_queued_jobs_survive_a_platform_crash(
