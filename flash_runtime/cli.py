@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "logs": "flash_runtime.platform.cli:logs_command",
     "platform": "flash_runtime.platform.cli:platform_group",
     "run": "flash_runtime.devserver.cli:run_command",
+    "dev": "flash_runtime.devserver.cli:run_command",  # runpod-flash's name for `flash run`
+    "login": "flash_runtime.deploy.login:login_command",
 }
 
 
@@ -42,4 +44,11 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flash")
 def main() -> None:
-    """Build, deploy and run Runpod Flash apps."""
+    """Build, deploy and run Runpod Flash apps.
+
+    The project's .env (in the working directory or above) is read first: its variables (e.g.
+    RUNPOD_API_KEY) apply to every command unless already set in the environment.
+    """
+    from .protocol.credentials import load_dotenv
+
+    load_dotenv()

@@ -38,6 +38,11 @@ def _isolated_flash_home(
     monkeypatch.setenv("FLASH_PLATFORM_IMAGE_ENVS", str(REPO / "build" / "image-envs"))
     monkeypatch.setenv("FLASH_PLATFORM_GPUS", "none")
     monkeypatch.delenv("FLASH_PLATFORM_WORKERS", raising=False)
+    # Never this machine's stored Runpod key (flash login's file), nor its RUNPOD_API_KEY.
+    monkeypatch.setenv(
+        "FLASH_CREDENTIALS_FILE", str(tmp_path_factory.getbasetemp() / "runpod_config.toml")
+    )
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
 
 
 def build_app(name: str, dest: Path) -> Path:

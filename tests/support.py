@@ -275,7 +275,12 @@ class FlashCLI:
         for key in PLATFORM_KNOBS:
             if key in os.environ:
                 self.env[key] = os.environ[key]
-        self.env.update(FLASH_HOME=str(home), FLASH_PLATFORM_URL=self.url, **env)
+        self.env.update(
+            FLASH_HOME=str(home),
+            FLASH_PLATFORM_URL=self.url,
+            FLASH_CREDENTIALS_FILE=str(home / "runpod_config.toml"),  # never the user's key
+            **env,
+        )
 
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = 180

@@ -9,7 +9,6 @@ instead. Expected failures (FlashError) print their message in red and exit with
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,32 +17,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .._terminal import fail, new_console
+from .._terminal import handles_errors, new_console
 from ..errors import FlashError
-from ..pack.cli import exclude_option, image_repository_option, no_deps_option
+from ..pack.cli import (
+    exclude_option,
+    image_repository_option,
+    no_deps_option,
+    output_option,
+    python_version_option,
+)
 from ..protocol.target import PLATFORMS, Target
 
 if TYPE_CHECKING:
+    from ..protocol.controlplane import ControlPlaneClient
     from .deployer import DeployResult
 
+DEFAULT_ENVIRONMENT = "production"  # as the deployer's (not imported: it loads the packer)
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handles_errors(command: F) -> F:
-    """Turns FlashError into a red message and exit code 1, Ctrl-C into "cancelled"."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FlashError as err:
-            fail(str(err))
-        except KeyboardInterrupt:
-            new_console(stderr=True).print("[yellow]cancelled[/yellow]")
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _platform_option(command: F) -> F:
@@ -62,13 +53,22 @@ def _json_option(command: F) -> F:
 def _app_option(command: F) -> F:
     return click.option(
         "--app",
+        "-a",
         "app_name",
-        help="The app (default: the current directory's name, as `flash deploy` names it).",
+        help="The app (default: the project directory's name, as `flash deploy` names it).",
     )(command)
 
 
+def _env_option(default: str | None, help: str) -> Callable[[F], F]:
+    return click.option(
+        "--env", "-e", "env_name", default=default, show_default=default is not None, help=help
+    )
+
+
 def _default_app(app_name: str | None) -> str:
-    return app_name or Path.cwd().name
+    from ..pack.project import default_app_name
+
+    return default_app_name(app_name)
 
 
 def _call(target: Target, operation: Callable[[Any], Awaitable[T]]) -> T:
@@ -96,13 +96,13 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 @click.command("deploy")
-@click.option(
-    "--env", "env_name", default="production", show_default=True, help="Environment to deploy to."
-)
+@_env_option(DEFAULT_ENVIRONMENT, "Environment to deploy to.")
 @_app_option
 @exclude_option
 @no_deps_option
 @image_repository_option
+@python_version_option
+@output_option
 @click.option(
     "--no-wait",
     is_flag=True,
@@ -123,13 +123,15 @@ def _confirm(question: str, yes: bool) -> None:
 )
 @_platform_option
 @_json_option
-@_handles_errors
+@handles_errors
 def deploy_command(
     env_name: str,
     app_name: str | None,
     exclude: tuple[str, ...],
     no_deps: bool,
     image_repository: str | None,
+    python_version: str | None,
+    output: Path | None,
     no_wait: bool,
     wait_timeout: float,
     preview: bool,
@@ -143,21 +145,25 @@ def deploy_command(
     waits until each changed endpoint has a ready worker (a worker that crashes at start fails
     the deploy). The local platform is started when it is not running.
     """
+    from ..pack.project import find_root
     from .deployer import deploy
     from .summary import print_deployment
     from .target import resolve
 
     console = new_console(stderr=as_json)
+    project = find_root()
 
     def run(target: Target, environment: str, wait: bool) -> DeployResult:
         return deploy(
-            Path.cwd(),
+            project,
             target,
             app_name=app_name,
             environment_name=environment,
             exclude=exclude,
             no_deps=no_deps,
             image_repository=image_repository,
+            python_version=python_version,
+            output=output,
             console=console,
             wait_s=wait_timeout if wait else None,
         )
@@ -179,39 +185,108 @@ def deploy_command(
         print_deployment(console, result, target)
 
 
+_LIST = "list"
+
+
 @click.command("undeploy")
-@click.option(
-    "--env", "env_name", default="production", show_default=True, help="Environment to empty."
-)
+@click.argument("name", required=False)
+@_env_option(None, "The environment (default: production; `list` without it: every one).")
 @_app_option
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--all", "all_endpoints", is_flag=True, help="Delete every endpoint of the env.")
+@click.option("--yes", "-y", "--force", "-f", "yes", is_flag=True, help="Do not ask first.")
 @_platform_option
-@_handles_errors
-def undeploy_command(env_name: str, app_name: str | None, yes: bool, platform: str | None) -> None:
-    """Delete the endpoints of an environment (the environment and its builds stay)."""
-    from ..protocol.controlplane import ControlPlaneClient
+@_json_option
+@handles_errors
+def undeploy_command(
+    name: str | None,
+    env_name: str | None,
+    app_name: str | None,
+    all_endpoints: bool,
+    yes: bool,
+    platform: str | None,
+    as_json: bool,
+) -> None:
+    """Delete endpoints: NAME (one endpoint of the environment), --all (all of them), or
+    `list` to show what is deployed. The environment and its builds stay.
+
+    \b
+      flash undeploy list
+      flash undeploy my-api
+      flash undeploy --all --env staging
+    """
     from .manage import remove_endpoints
     from .target import resolve
 
     app = _default_app(app_name)
     target = resolve(platform)
-
-    async def lookup(client: ControlPlaneClient) -> dict[str, Any]:
-        found = await client.app_by_name(app)
-        env = await client.environment_by_name(found["id"], env_name)
-        return await client.environment(env["id"])
-
-    environment = _call(target, lookup)
-    console = new_console()
-    if not environment.get("endpoints"):
-        console.print(f"Nothing to undeploy: {app}/{env_name} has no endpoints.")
+    if name == _LIST:
+        _undeploy_list(target, app, env_name, as_json)
+        return
+    if bool(name) == all_endpoints:
+        raise click.UsageError(
+            "name one endpoint (flash undeploy NAME), or give --all for every endpoint of the "
+            "environment; `flash undeploy list` shows them"
+        )
+    env = env_name or DEFAULT_ENVIRONMENT
+    environment = _call(target, lambda client: _environment(client, app, env))
+    endpoints = environment.get("endpoints") or []
+    if name:
+        chosen = [ep for ep in endpoints if ep["name"] == name]
+        if not chosen:
+            known = ", ".join(sorted(ep["name"] for ep in endpoints)) or "none"
+            raise FlashError(f"no endpoint {name!r} in {app}/{env} (its endpoints: {known})")
+        environment = {**environment, "endpoints": chosen}
+    elif not endpoints:
+        if as_json:
+            _echo_json({"app": app, "environment": env, "deleted": []})
+        else:
+            new_console().print(f"Nothing to undeploy: {app}/{env} has no endpoints.")
         return
     names = ", ".join(ep["name"] for ep in environment["endpoints"])
-    _confirm(f"Delete the endpoints of {app}/{env_name} ({names})?", yes)
+    _confirm(f"Delete endpoint(s) {names} of {app}/{env}?", yes)
     removed = _call(target, lambda client: remove_endpoints(client, app, environment))
+    if as_json:
+        _echo_json({"app": app, "environment": env, "deleted": removed})
+        return
+    console = new_console()
     for endpoint in removed:
         console.print(
             f"[green]✓[/green] deleted endpoint {endpoint['name']} [dim]{endpoint['id']}[/dim]"
+        )
+
+
+async def _environment(client: ControlPlaneClient, app: str, env: str) -> dict[str, Any]:
+    found = await client.app_by_name(app)
+    summary = await client.environment_by_name(found["id"], env)
+    return dict(await client.environment(summary["id"]))
+
+
+def _undeploy_list(target: Target, app: str, env_name: str | None, as_json: bool) -> None:
+    """``flash undeploy list``: the app's endpoints, every environment's unless one is named."""
+    from .manage import environment_details
+
+    async def gather(client: ControlPlaneClient) -> list[dict[str, Any]]:
+        found = await client.app_by_name(app)
+        names = [env_name] if env_name else [e["name"] for e in found["flashEnvironments"]]
+        return [await environment_details(client, app, name) for name in names]
+
+    rows = [
+        {"environment": details["name"], **endpoint}
+        for details in _call(target, gather)
+        for endpoint in details["endpoints"]
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    console = new_console()
+    if not rows:
+        console.print(f"No endpoints deployed in {app}.")
+        return
+    width = max(len(row["resource"]) for row in rows)
+    for row in rows:
+        console.print(
+            f"  {row['environment']}  {row['resource']:<{width}}  {row['type']}  "
+            f"{row['url'] or '-'}  [dim]{row['id']}[/dim]"
         )
 
 
@@ -226,7 +301,7 @@ def app_group() -> None:
 @app_group.command("list")
 @_platform_option
 @_json_option
-@_handles_errors
+@handles_errors
 def app_list(platform: str | None, as_json: bool) -> None:
     """List the apps with their environments."""
     from .target import resolve
@@ -250,7 +325,7 @@ def app_list(platform: str | None, as_json: bool) -> None:
 @click.argument("name")
 @_platform_option
 @_json_option
-@_handles_errors
+@handles_errors
 def app_get(name: str, platform: str | None, as_json: bool) -> None:
     """Show an app: its environments and latest builds."""
     from .target import resolve
@@ -276,7 +351,7 @@ def app_get(name: str, platform: str | None, as_json: bool) -> None:
 @app_group.command("create")
 @click.argument("name")
 @_platform_option
-@_handles_errors
+@handles_errors
 def app_create(name: str, platform: str | None) -> None:
     """Create an app (`flash deploy` creates it too when needed)."""
     from .target import resolve
@@ -289,7 +364,7 @@ def app_create(name: str, platform: str | None) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_platform_option
-@_handles_errors
+@handles_errors
 def app_delete(name: str, yes: bool, platform: str | None) -> None:
     """Delete an app with all its environments, endpoints and builds."""
     from .manage import delete_app
@@ -318,7 +393,7 @@ def env_group() -> None:
 @_app_option
 @_platform_option
 @_json_option
-@_handles_errors
+@handles_errors
 def env_list(app_name: str | None, platform: str | None, as_json: bool) -> None:
     """List the app's environments."""
     from .target import resolve
@@ -344,7 +419,7 @@ def env_list(app_name: str | None, platform: str | None, as_json: bool) -> None:
 @_app_option
 @_platform_option
 @_json_option
-@_handles_errors
+@handles_errors
 def env_get(name: str, app_name: str | None, platform: str | None, as_json: bool) -> None:
     """Show an environment: its state, build and endpoints with their URLs."""
     from .manage import environment_details
@@ -373,7 +448,7 @@ def env_get(name: str, app_name: str | None, platform: str | None, as_json: bool
 @click.argument("name")
 @_app_option
 @_platform_option
-@_handles_errors
+@handles_errors
 def env_create(name: str, app_name: str | None, platform: str | None) -> None:
     """Create an environment (and its app if needed)."""
     from .manage import create_environment
@@ -394,7 +469,7 @@ def env_create(name: str, app_name: str | None, platform: str | None) -> None:
 @_app_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_platform_option
-@_handles_errors
+@handles_errors
 def env_delete(name: str, app_name: str | None, yes: bool, platform: str | None) -> None:
     """Delete an environment and its endpoints."""
     from .manage import delete_environment

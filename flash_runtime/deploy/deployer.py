@@ -679,6 +679,8 @@ def deploy(
     exclude: Sequence[str] = (),
     no_deps: bool = False,
     image_repository: str | None = None,
+    python_version: str | None = None,
+    output: Path | None = None,
     console: Console | None = None,
     wait_s: float | None = DEFAULT_WAIT_S,
 ) -> DeployResult:
@@ -690,8 +692,10 @@ def deploy(
     started = time.perf_counter()
     built = build(
         project_dir,
+        output=output,
         exclude=exclude,
         no_deps=no_deps,
+        python_version=python_version,
         image_repository=image_repository,
         console=console,
     )

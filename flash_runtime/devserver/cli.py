@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
-from pathlib import Path
 
 import click
 
@@ -19,16 +18,19 @@ from .session import DEFAULT_HOST, DEFAULT_PORT
 @click.command("run")
 @click.option(
     "--host",
+    envvar="FLASH_HOST",
     default=DEFAULT_HOST,
     show_default=True,
     help="Address to listen on. The server asks for no key: keep it on loopback.",
 )
 @click.option(
     "--port",
-    type=int,
+    "-p",
+    envvar="FLASH_PORT",
+    type=click.IntRange(0, 65535),
     default=DEFAULT_PORT,
     show_default=True,
-    help="Port to listen on (if the default is busy, the next free one is used).",
+    help="Port to listen on, also FLASH_PORT (if the default is busy, the next free one is used).",
 )
 @click.option(
     "--platform",
@@ -39,6 +41,7 @@ from .session import DEFAULT_HOST, DEFAULT_PORT
 )
 @click.option(
     "--app",
+    "-a",
     "app_name",
     help="The app (default: the project directory's name, as `flash deploy` names it).",
 )
@@ -56,7 +59,7 @@ def run_command(
 ) -> None:
     """Serve the project's endpoints on localhost while you edit it.
 
-    Builds the project and deploys it to the app's `live` environment, its endpoints named
+    `flash dev` is the same command (runpod-flash's name for it). Builds the project and deploys it to the app's `live` environment, its endpoints named
     live-NAME, then serves every endpoint at http://HOST:PORT/NAME/...: queue-based ones at
     /NAME/run, /NAME/runsync and /NAME/status/ID, load-balanced ones at their routes under
     /NAME. GET / lists them; /docs is the interactive API documentation. Saving a project file
@@ -66,6 +69,7 @@ def run_command(
     """
     from rich.console import Console
 
+    from ..pack.project import find_root
     from .session import DevOptions, DevServer
 
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -73,7 +77,7 @@ def run_command(
     console = Console(highlight=False)
     source = ctx.get_parameter_source("port")
     options = DevOptions(
-        project=Path.cwd(),
+        project=find_root(),
         host=host,
         port=port,
         port_explicit=source is not None and source.name != "DEFAULT",

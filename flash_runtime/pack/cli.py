@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .._terminal import fail, new_console
+from .._terminal import fail, handles_errors, new_console
 from ..errors import FlashError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,32 +36,33 @@ image_repository_option = click.option(
     "FLASH_IMAGE_REPOSITORY). Without one, the artifact is for Runpod's runpod/flash* images "
     "and carries the worker core.",
 )
+python_version_option = click.option(
+    "--python-version",
+    metavar="X.Y",
+    help="Python version of the worker image (3.11-3.13); default: this interpreter's.",
+)
+output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the artifact (default: .flash/artifact.tar.gz).",
+)
 
 
 @click.command("build")
-@click.argument(
-    "project_dir", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
-)
+@click.argument("project_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @exclude_option
 @no_deps_option
 @image_repository_option
 @click.option(
     "--skip-deps", is_flag=True, help="Install no dependencies at all (code-only artifact)."
 )
-@click.option(
-    "--python-version",
-    metavar="X.Y",
-    help="Python version of the worker image (3.11-3.13); default: this interpreter's.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the artifact (default: .flash/artifact.tar.gz).",
-)
+@python_version_option
+@output_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@handles_errors
 def build_command(
-    project_dir: Path,
+    project_dir: Path | None,
     exclude: tuple[str, ...],
     no_deps: bool,
     image_repository: str | None,
@@ -73,30 +74,30 @@ def build_command(
     """Package the project into .flash/artifact.tar.gz and write its manifest.
 
     Finds every @Endpoint, installs requirements.txt and the endpoints' dependencies for Linux
-    x86_64 (cached), and writes a deterministic tarball.
+    x86_64 (cached), and writes a deterministic tarball. PROJECT_DIR defaults to the project the
+    working directory belongs to (it or the nearest directory above with .flash/ or
+    .flashignore).
     """
     from .builder import build
+    from .project import find_root
 
-    try:
-        result = build(
-            project_dir,
-            output=output,
-            exclude=exclude,
-            no_deps=no_deps,
-            skip_deps=skip_deps,
-            python_version=python_version,
-            image_repository=image_repository,
-            console=None if as_json else new_console(),
-        )
-    except FlashError as err:
-        fail(err)
+    result = build(
+        project_dir or find_root(),
+        output=output,
+        exclude=exclude,
+        no_deps=no_deps,
+        skip_deps=skip_deps,
+        python_version=python_version,
+        image_repository=image_repository,
+        console=None if as_json else new_console(),
+    )
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
 
 
 @click.command("init")
 @click.argument("name", type=click.Path(path_type=Path))
-@click.option("--force", is_flag=True, help="Write into an existing, non-empty directory.")
+@click.option("--force", "-f", is_flag=True, help="Write into an existing, non-empty directory.")
 def init_command(name: Path, force: bool) -> None:
     """Create a new Flash project NAME from the template (use . for the current directory)."""
     from rich.markup import escape

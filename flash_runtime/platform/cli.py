@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from .._terminal import fail
+from .._terminal import fail, fail_json
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
 from . import db, logs, process
@@ -76,6 +75,8 @@ def status_command(as_json: bool) -> None:
     try:
         status = collect_status(config)
     except FlashError as err:
+        if as_json:
+            fail_json(err)
         fail(err)
     if as_json:
         click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
@@ -205,7 +206,9 @@ def _select_endpoints(
             return [logs.Endpoint(s.id, s.name, s.type) for s in loose]
         if (config.logs_dir / endpoint).is_dir():  # a removed endpoint's logs, by id
             return [logs.Endpoint(endpoint, endpoint)]
-    app = app or Path.cwd().name
+    from ..pack.project import default_app_name
+
+    app = default_app_name(app)
     env = env or "production"
     here = [r for r in rows if r[0] == app and r[1] == env]
     if endpoint is None:
@@ -242,8 +245,8 @@ def _since(value: str | None) -> float | None:
 
 @click.command("logs")
 @click.argument("endpoint", required=False)
-@click.option("--app", "app_name", default=None, help="App (default: this directory's name).")
-@click.option("--env", "env_name", default=None, help="Environment (default: production).")
+@click.option("--app", "-a", "app_name", default=None, help="App (default: the project's name).")
+@click.option("--env", "-e", "env_name", default=None, help="Environment (default: production).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @click.option("--since", default=None, help="Only lines since: 30s, 10m, 2h, 1d, or a time.")
 @click.option("--worker", default=None, help="Only this worker's lines.")
@@ -270,6 +273,8 @@ def logs_command(
     try:
         endpoints = _select_endpoints(config, endpoint, app_name, env_name)
     except FlashError as err:
+        if as_json:
+            fail_json(err)
         fail(err)
     since_at = _since(since)
 

@@ -73,13 +73,17 @@ def local_target(config: PlatformConfig | None = None) -> Target:
 
 
 def runpod_target() -> Target:
-    """Runpod, with ``RUNPOD_API_KEY`` (and the ``RUNPOD_API_BASE_URL`` /
+    """Runpod, with the user's key (:func:`.credentials.api_key`: ``RUNPOD_API_KEY``, the
+    project's ``.env``, or what ``flash login`` stored) and the ``RUNPOD_API_BASE_URL`` /
     ``RUNPOD_ENDPOINT_BASE_URL`` overrides the reference implementation honours)."""
-    key = os.environ.get("RUNPOD_API_KEY", "").strip()
+    from .credentials import api_key
+
+    key = api_key()
     if not key:
         raise FlashError(
-            "--platform runpod needs an API key: export RUNPOD_API_KEY=... (create one at "
-            "https://www.runpod.io/console/user/settings)"
+            "--platform runpod needs an API key: run `flash login`, or export RUNPOD_API_KEY=... "
+            "(or put it in the project's .env); create one at "
+            "https://www.runpod.io/console/user/settings"
         )
     api_url = (os.environ.get("RUNPOD_API_BASE_URL") or RUNPOD_API_URL).strip().rstrip("/")
     queue_base = (os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or RUNPOD_ENDPOINT_URL).strip()
@@ -98,12 +102,15 @@ def runpod_target() -> Target:
 
 
 def default_platform() -> Platform:
-    """``runpod`` when ``RUNPOD_API_KEY`` holds a Runpod key, else ``local``.
+    """``runpod`` when the user has a Runpod key (``RUNPOD_API_KEY``, the project's ``.env``,
+    or ``flash login``'s), else ``local``.
 
-    A ``RUNPOD_API_KEY`` equal to the local platform's key (exported to call local endpoints
-    with the printed curl lines) does not count: it would send the next deploy to Runpod.
+    A key equal to the local platform's key (exported to call local endpoints with the printed
+    curl lines) does not count: it would send the next deploy to Runpod.
     """
-    key = os.environ.get("RUNPOD_API_KEY", "").strip()
+    from .credentials import api_key
+
+    key = api_key()
     if not key:
         return "local"
     from .local import PlatformConfig

@@ -265,15 +265,47 @@ def test_waiting_for_workers_on_runpod_checks_what_runpod_can_tell(
 
 
 def test_undeploy(control_plane: ControlPlaneServer, shop: Path) -> None:
+    """runpod-flash's forms: `list`, one endpoint by NAME, `--all`; neither is a usage error."""
     cp = control_plane
     deployed = run_deploy(cp, shop)
-    code, out = flash("undeploy", "--app", "shop", input="y\n")
+    ids = {ep.resource: ep.id for ep in deployed.endpoints}
+    code, out = flash("undeploy", "-a", "shop")
+    assert code == 2 and "--all" in out and "undeploy list" in out
+    code, out = flash("undeploy", "list", "-a", "shop", "--json")
     assert code == 0, out
-    assert sorted(cp.runtime.removed) == sorted(ep.id for ep in deployed.endpoints)
-    code, out = flash("undeploy", "--app", "shop")
+    listed = json.loads(out)
+    assert {(row["environment"], row["resource"], row["id"]) for row in listed} == {
+        ("production", name, endpoint_id) for name, endpoint_id in ids.items()
+    }
+    code, out = flash("undeploy", "list", "--app", "shop")
+    assert code == 0 and all(endpoint_id in out for endpoint_id in ids.values())
+
+    code, out = flash("undeploy", "nope", "-a", "shop", "-f")
+    assert code == 1 and "no endpoint 'nope' in shop/production" in out
+    assert "api" in out  # the endpoints it has are named
+    code, out = flash("undeploy", "api", "-a", "shop", "-e", "production", input="y\n")
+    assert code == 0 and f"deleted endpoint api {ids['api']}" in out
+    assert cp.runtime.removed == [ids["api"]]
+
+    code, out = flash("undeploy", "--all", "--app", "shop", "--force", "--json")
+    assert code == 0, out
+    assert sorted(ep["id"] for ep in json.loads(out)["deleted"]) == sorted(
+        endpoint_id for name, endpoint_id in ids.items() if name != "api"
+    )
+    assert sorted(cp.runtime.removed) == sorted(ids.values())
+    code, out = flash("undeploy", "--all", "--app", "shop")
     assert code == 0 and "Nothing to undeploy" in out
     # The environment and its build stay: the next deploy brings the endpoints back.
     assert {ep.action for ep in run_deploy(cp, shop).endpoints} == {"created"}
+
+
+def test_json_commands_fail_with_a_json_error_object(control_plane: ControlPlaneServer) -> None:
+    for args in (("app", "get", "nope", "--json"), ("env", "list", "-a", "nope", "--json")):
+        result = CliRunner().invoke(main, [*args, "--platform", "local"])
+        assert result.exit_code == 1, result.output
+        error = json.loads(result.stdout.splitlines()[0])["error"]
+        assert error["type"] == "GraphQLRequestError" or error["type"].endswith("Error")
+        assert "not found" in error["message"]
 
 
 # targets and the printed summary
@@ -285,7 +317,7 @@ def test_platform_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     for name in ("RUNPOD_API_BASE_URL", "RUNPOD_ENDPOINT_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     assert default_platform() == "local"
-    with pytest.raises(FlashError, match="export RUNPOD_API_KEY"):
+    with pytest.raises(FlashError, match="flash login"):
         resolve("runpod")
 
     # The local key, exported to run the printed curl lines, keeps deploys local.
@@ -298,6 +330,41 @@ def test_platform_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert runpod_target.endpoint_url("abc123", "qb") == "https://api.runpod.ai/v2/abc123"
     assert runpod_target.endpoint_url("abc123", "lb") == "https://abc123.api.runpod.ai"
     assert resolve("local").endpoint_url("abc123", "lb") is None  # the platform reports it
+
+
+def test_the_key_comes_from_the_environment_the_projects_dotenv_or_flash_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runpod-flash's order: RUNPOD_API_KEY, the project's .env (found from a subdirectory
+    too), then ~/.runpod/config.toml, which `flash login` writes keeping what else is there."""
+    monkeypatch.setenv("FLASH_HOME", str(tmp_path / "home"))
+    stored = tmp_path / "runpod" / "config.toml"
+    monkeypatch.setenv("FLASH_CREDENTIALS_FILE", str(stored))
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    monkeypatch.chdir(project / "sub")
+    assert default_platform() == "local"
+
+    stored.parent.mkdir()
+    stored.write_text('apikey = "rpa_from_runpodctl"\napiurl = "https://api.runpod.io"\n')
+    assert resolve(None).api_key == "rpa_from_runpodctl"  # runpodctl's spelling, no [default]
+    result = CliRunner().invoke(main, ["login"], input="rpa_stored\n")
+    assert result.exit_code == 0 and str(stored) in result.output, result.output
+    text = stored.read_text()
+    assert 'apikey = "rpa_from_runpodctl"' in text and "[default]" in text  # kept, and added
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert default_platform() == "runpod" and resolve(None).api_key == "rpa_stored"
+
+    (project / ".env").write_text("RUNPOD_API_KEY=rpa_dotenv\n")
+    assert resolve(None).api_key == "rpa_dotenv"
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_environment")
+    assert resolve(None).api_key == "rpa_environment"
+
+    result = CliRunner().invoke(main, ["login", "--api-key", "two words"])
+    assert result.exit_code == 1 and "one word" in result.output
+    stored.write_text("[default\n")
+    result = CliRunner().invoke(main, ["login", "--api-key", "rpa_x"])
+    assert result.exit_code == 1 and "not valid TOML" in result.output
 
 
 def test_curl_lines_are_ready_to_run() -> None:
