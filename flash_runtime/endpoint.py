@@ -15,9 +15,10 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import ConfigurationError
 from .resources import (
@@ -32,6 +33,23 @@ from .resources import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+class RouteDecorator(Protocol):
+    """What ``@api.post(path)`` and friends return. A decorated ``async def`` keeps its type; a
+    plain ``def`` keeps its parameters and returns ``Any``: called from another endpoint (or a
+    script) it returns an awaitable, from its own endpoint its value."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R]) -> Callable[P, Any]: ...
 
 RESERVED_PATHS = frozenset({"/ping", "/execute"})
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -97,12 +115,19 @@ def current_resource() -> str | None:
     return os.environ.get("FLASH_RESOURCE_NAME") or None
 
 
+# The endpoint whose code runs in this process outside a worker (FLASH_CALLS=local): a call of
+# that endpoint's functions from it keeps its native kind; any other call returns an awaitable.
+_running_endpoint: ContextVar[str | None] = ContextVar("flash_running_endpoint", default=None)
+
+
 def calls_remote() -> bool:
-    """Outside a worker, whether calls go to the deployed app: ``FLASH_CALLS=remote``; the
-    default (``local``) runs them in this process, as ``python gpu_worker.py`` expects."""
+    """Outside a worker, whether calls go to the deployed app: yes by default (as in
+    runpod-flash: ``python gpu_worker.py`` runs the function on a worker), and with
+    ``FLASH_CALLS=remote``; ``FLASH_CALLS=local`` runs them in this process (unit tests,
+    debugging)."""
     value = os.environ.get("FLASH_CALLS")
     if not value:
-        return False
+        return True
     mode = value.strip().lower()
     if mode not in ("local", "remote"):
         raise ConfigurationError(
@@ -219,7 +244,18 @@ class Endpoint:
 
     # -- decoration -------------------------------------------------------------------------
 
-    def __call__(self, target: F) -> F:
+    @overload
+    def __call__(self, target: C) -> C: ...
+
+    @overload
+    def __call__(
+        self, target: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R]) -> Callable[P, Any]: ...
+
+    def __call__(self, target: Any) -> Any:
         """Make ``target`` (a function or a class) this queue-based endpoint's handler."""
         where = _caller(1)
         if not callable(target):
@@ -243,15 +279,19 @@ class Endpoint:
         REGISTRY.add(self)
         if inspect.isclass(target):
             setattr(target, ENDPOINT_ATTR, self)
-            # Decided at import, unlike functions: an instance either lives here or remotely.
-            return target if self._runs_here() else RemoteClass(self, target)  # type: ignore[return-value]
-        return self._wrap(target)  # type: ignore[return-value]
+            # Decided at import: the class itself in its own worker; elsewhere a handle whose
+            # methods return awaitables (run on the class's workers, or with FLASH_CALLS=local
+            # on one instance in this process).
+            if current_resource() == self.name:
+                return target
+            return RemoteClass(self, target)
+        return self._wrap(target)
 
-    def route(self, method: str, path: str) -> Callable[[F], F]:
+    def route(self, method: str, path: str) -> RouteDecorator:
         """Register ``METHOD path`` on this load-balanced endpoint."""
         return self._route(method, path, _caller(1))
 
-    def _route(self, method: str, path: str, where: DefinedAt) -> Callable[[F], F]:
+    def _route(self, method: str, path: str, where: DefinedAt) -> RouteDecorator:
         method = method.upper()
         if method not in HTTP_METHODS:
             self._fail(
@@ -281,7 +321,7 @@ class Endpoint:
                     where,
                 )
 
-        def register(func: F) -> F:
+        def register(func: Any) -> Any:
             if not callable(func) or inspect.isclass(func):
                 self._fail(f"@{self.name}.{method.lower()}({path!r}) decorates a function", where)
             for existing in self.routes:
@@ -293,27 +333,27 @@ class Endpoint:
                     )
             self.routes.append(RouteDeclaration(method, path, func, where))
             REGISTRY.add(self)
-            return self._wrap(func)  # type: ignore[return-value]
+            return self._wrap(func)
 
         return register
 
-    def get(self, path: str) -> Callable[[F], F]:
+    def get(self, path: str) -> RouteDecorator:
         """Register a ``GET`` route; arguments come from the query string and path."""
         return self._route("GET", path, _caller(1))
 
-    def post(self, path: str) -> Callable[[F], F]:
+    def post(self, path: str) -> RouteDecorator:
         """Register a ``POST`` route; arguments are the JSON body's top-level fields."""
         return self._route("POST", path, _caller(1))
 
-    def put(self, path: str) -> Callable[[F], F]:
+    def put(self, path: str) -> RouteDecorator:
         """Register a ``PUT`` route; arguments are the JSON body's top-level fields."""
         return self._route("PUT", path, _caller(1))
 
-    def delete(self, path: str) -> Callable[[F], F]:
+    def delete(self, path: str) -> RouteDecorator:
         """Register a ``DELETE`` route; arguments are the JSON body's top-level fields."""
         return self._route("DELETE", path, _caller(1))
 
-    def patch(self, path: str) -> Callable[[F], F]:
+    def patch(self, path: str) -> RouteDecorator:
         """Register a ``PATCH`` route; arguments are the JSON body's top-level fields."""
         return self._route("PATCH", path, _caller(1))
 
@@ -383,34 +423,57 @@ class Endpoint:
 
     def _runs_here(self) -> bool:
         """Whether a call runs in this process: in a worker, when the worker serves this
-        endpoint; elsewhere unless ``FLASH_CALLS=remote``."""
+        endpoint; elsewhere only with ``FLASH_CALLS=local``."""
         resource = current_resource()
         if resource is not None:
             return resource == self.name
         return not calls_remote()
 
     def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """The decorated function. A call made from this endpoint's own code (its worker, or
+        its function running here with ``FLASH_CALLS=local``) is the function's own kind of
+        call; any other call returns an awaitable, remote or local, so that ``await f(x)``
+        works for a plain ``def`` wherever the caller runs."""
         endpoint = self
         wrapper: Callable[..., Any]
         if inspect.iscoroutinefunction(func):
 
             async def call_async(*args: Any, **kwargs: Any) -> Any:
-                if endpoint._runs_here():
+                if not endpoint._runs_here():
+                    return await endpoint._remote(func, args, kwargs)
+                if current_resource() is not None or _running_endpoint.get() == endpoint.name:
                     return await func(*args, **kwargs)
-                return await endpoint._remote(func, args, kwargs)
+                token = _running_endpoint.set(endpoint.name)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _running_endpoint.reset(token)
 
             wrapper = call_async
         else:
 
             def call(*args: Any, **kwargs: Any) -> Any:
-                if endpoint._runs_here():
+                if not endpoint._runs_here():
+                    return endpoint._remote(func, args, kwargs)
+                if current_resource() is not None or _running_endpoint.get() == endpoint.name:
                     return func(*args, **kwargs)
-                return endpoint._remote(func, args, kwargs)
+                return endpoint._local(func, args, kwargs)
 
             wrapper = call
         functools.update_wrapper(wrapper, func)
         setattr(wrapper, ENDPOINT_ATTR, self)
         return wrapper
+
+    async def _local(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A plain function of this endpoint called from elsewhere with ``FLASH_CALLS=local``:
+        run here when awaited, as this endpoint's code."""
+        token = _running_endpoint.set(self.name)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _running_endpoint.reset(token)
 
     async def _remote(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -509,13 +572,14 @@ def _is_int(value: Any) -> bool:
 
 
 class RemoteClass:
-    """A class endpoint seen from elsewhere: another endpoint's worker, or a script with
-    ``FLASH_CALLS=remote``.
+    """A class endpoint seen from outside its own workers: another endpoint's worker, or a
+    script.
 
     The instance lives on the class's own workers (created there once, without arguments), so
     ``Model()`` here makes a handle whose public methods run there and return awaitables:
     ``await Model().predict(x=1)`` sends ``{"input": {"method": "predict", "x": 1}}`` to the
-    class's endpoint.
+    class's endpoint. With ``FLASH_CALLS=local`` the methods run on one instance of the class
+    in this process, created at the first call, and still return awaitables.
     """
 
     def __init__(self, endpoint: Endpoint, cls: type) -> None:
@@ -523,6 +587,7 @@ class RemoteClass:
         setattr(self, ENDPOINT_ATTR, endpoint)
         self.endpoint = endpoint
         self.cls = cls
+        self._instance: Any = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> _RemoteInstance:
         if args or kwargs:
@@ -531,6 +596,12 @@ class RemoteClass:
                 f"create it once without arguments; call {self.cls.__name__}() with none"
             )
         return _RemoteInstance(self)
+
+    def local_instance(self) -> Any:
+        """The one instance ``FLASH_CALLS=local`` calls run on (as a worker has one)."""
+        if self._instance is None:
+            self._instance = self.cls()
+        return self._instance
 
     def __repr__(self) -> str:
         return f"<remote class {self.cls.__qualname__} on endpoint {self.endpoint.name!r}>"
@@ -543,13 +614,21 @@ class _RemoteInstance:
         self._remote = remote
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        cls = self._remote.cls
+        remote = self._remote
+        cls = remote.cls
         func = inspect.getattr_static(cls, name, None)
         if name.startswith("_") or not inspect.isfunction(func):
             raise AttributeError(f"{cls.__name__} has no public method {name!r}")
-        endpoint = self._remote.endpoint
+        endpoint = remote.endpoint
 
         async def method(*args: Any, **kwargs: Any) -> Any:
+            if endpoint._runs_here():
+                token = _running_endpoint.set(endpoint.name)
+                try:
+                    result = getattr(remote.local_instance(), name)(*args, **kwargs)
+                    return await result if inspect.isawaitable(result) else result
+                finally:
+                    _running_endpoint.reset(token)
             from .remote.client import default_client
 
             client = default_client()

@@ -654,7 +654,7 @@ class DevServer:
     def _left_behind(self, why: str) -> None:
         self.terminal.warn(
             f"the live endpoints may still exist ({why}); delete them with "
-            f"`flash undeploy --env {LIVE_ENVIRONMENT} --app {self.app_name}`"
+            f"`flash undeploy --all --env {LIVE_ENVIRONMENT} --app {self.app_name}`"
         )
 
 

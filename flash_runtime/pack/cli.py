@@ -75,8 +75,8 @@ def build_command(
 
     Finds every @Endpoint, installs requirements.txt and the endpoints' dependencies for Linux
     x86_64 (cached), and writes a deterministic tarball. PROJECT_DIR defaults to the project the
-    working directory belongs to (it or the nearest directory above with .flash/ or
-    .flashignore).
+    working directory belongs to (it, or the nearest directory above it holding a build's
+    .flash/flash_manifest.json or a .flashignore).
     """
     from .builder import build
     from .project import find_root

@@ -3,8 +3,8 @@
 ``flash build``, ``deploy``, ``run``/``dev``, ``logs`` and the app and environment commands work
 on the project the working directory belongs to, so they also work from one of its
 subdirectories. The project is the nearest directory, from the working directory upwards, that
-holds a marker only a Flash project has: ``.flash/`` (written by the first build) or
-``.flashignore``; the search stops below the home directory and the file system's root. Other
+holds a marker only a Flash project has: ``.flash/flash_manifest.json`` (written by every build)
+or ``.flashignore``; the search stops below the home directory and the file system's root. Other
 files do not count (a ``pyproject.toml`` or ``requirements.txt`` above may be a monorepo's, whose
 whole tree must not become the artifact). Without a marker the working directory is the
 project.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MARKERS = (".flash", ".flashignore")
+MARKERS = (".flash/flash_manifest.json", ".flashignore")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -24,7 +24,7 @@ def find_root(start: Path | None = None) -> Path:
     for directory in (here, *here.parents):
         if directory == home or directory.parent == directory:
             break
-        if any((directory / marker).exists() for marker in MARKERS):
+        if any((directory / marker).is_file() for marker in MARKERS):
             return directory
     return here
 

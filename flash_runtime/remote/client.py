@@ -50,7 +50,7 @@ from ..protocol.wire import (
     read_route_error,
 )
 from ..worker import request_context
-from .context import CallContext, context_for
+from .context import CallContext, Scope, context_for
 from .discovery import RETRY_AFTER_S, TTL_S, Discovery
 
 CALL_TIMEOUT_S = 600.0  # FLASH_CALL_TIMEOUT_S; a longer execution timeout of the target wins
@@ -108,6 +108,12 @@ class RemoteClient:
             tuple[aiohttp.ClientSession, AsyncGenerator[None, None]],
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        # Scripts: the live environment each function's calls go to once provisioned there,
+        # and the deployments under way (per event loop, by project).
+        self._live: dict[Callable[..., Any], CallContext] = {}
+        self._provisioning: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Any, asyncio.Task[Any]]
+        ] = weakref.WeakKeyDictionary()
 
     def discovery(self, context: CallContext) -> Discovery:
         """The discovery (and its cache) of ``context``'s control plane and environment."""
@@ -153,8 +159,67 @@ class RemoteClient:
     ) -> Any:
         """Call ``name`` (a function, or with ``method`` a class endpoint) of the endpoint
         ``callee``; ``func`` is the user's function (its signature names positional
-        arguments; for a method, its first parameter is ``self``)."""
-        context = context_for(func, callee)
+        arguments; for a method, its first parameter is ``self``).
+
+        In a script, a call that finds nothing deployed provisions the project in its app's
+        ``live`` environment (:mod:`flash_runtime.deploy.live`) and goes there."""
+        live = self._live.get(func)
+        if live is None:
+            try:
+                context = context_for(func, callee)
+                return await self._call(context, callee, name, func, args, kwargs, method)
+            except RemoteCallError as err:
+                if err.cause != "not_deployed" or not _may_provision():
+                    raise
+                live = await self._provision(func, callee, err)
+        return await self._call(live, callee, name, func, args, kwargs, method)
+
+    async def _provision(
+        self, func: Callable[..., Any], callee: str, missing: RemoteCallError
+    ) -> CallContext:
+        """The live environment's context for ``func``'s project, deployed once per process
+        (concurrent first calls share one deployment)."""
+        import importlib
+        from pathlib import Path
+
+        try:  # the CLI's side of the house: installed with flash-runtime[cli], not in workers
+            live = importlib.import_module("flash_runtime.deploy.live")
+        except ImportError:
+            raise missing from None
+        source = inspect.getsourcefile(inspect.unwrap(func))
+        if source is None:
+            raise missing
+        project = live.project_of(Path(source))
+        loop = asyncio.get_running_loop()
+        pending = self._provisioning.setdefault(loop, {})
+        task = pending.get(project)
+        if task is None:
+            task = pending[project] = loop.create_task(live.provision(project, callee))
+            task.add_done_callback(lambda _: pending.pop(project, None))
+        done = await asyncio.shield(task)
+        context = CallContext(
+            done.manifest,
+            str(done.manifest_path),
+            done.target,
+            Scope(app=done.app, environment=done.environment),
+        )
+        with self._lock:
+            for known, other in list(self._live.items()):
+                if other.manifest_source == context.manifest_source:
+                    self._live[known] = context
+            self._live[func] = context
+        return context
+
+    async def _call(
+        self,
+        context: CallContext,
+        callee: str,
+        name: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        method: str | None,
+    ) -> Any:
         resource_name = context.manifest.function_registry.get(name)
         if resource_name is None:
             raise RemoteCallError(
@@ -305,6 +370,18 @@ class RemoteClient:
         if content_type.endswith("json"):
             return orjson.loads(raw)
         return raw.decode(errors="replace")
+
+
+def _may_provision() -> bool:
+    """Whether a call that finds nothing deployed may deploy the project: in a script (not a
+    worker) unless ``FLASH_LIVE_PROVISIONING=0``."""
+    if os.environ.get("FLASH_RESOURCE_NAME"):
+        return False
+    return (os.environ.get("FLASH_LIVE_PROVISIONING") or "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+    )
 
 
 def _function(resource: Resource, name: str) -> FunctionEntry:

@@ -73,7 +73,12 @@ class Deployed:
     def script_env(self, **extra: str) -> dict[str, str]:
         """A plain Python process on the developer's machine, configured for this platform."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASH_", "RUNPOD_"))}
-        env.update(FLASH_HOME=str(self.home), FLASH_PLATFORM_URL=self.platform.url, **extra)
+        env.update(
+            FLASH_HOME=str(self.home),
+            FLASH_PLATFORM_URL=self.platform.url,
+            FLASH_CREDENTIALS_FILE=str(self.home / "runpod_config.toml"),
+            **extra,
+        )
         return env
 
 
@@ -178,10 +183,12 @@ def test_remote_errors_carry_the_remote_type_and_message(deployed: Deployed) -> 
     )
 
 
-def _script(deployed: Deployed, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _script(
+    deployed: Deployed, code: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
-        cwd=deployed.projects["cross_chain"],
+        cwd=cwd or deployed.projects["cross_chain"],
         env=deployed.script_env(**env),
         capture_output=True,
         text=True,
@@ -211,22 +218,84 @@ print(json.dumps(asyncio.run(main())))
 
 
 def test_a_plain_python_process_calls_the_deployed_app(deployed: Deployed) -> None:
-    done = _script(deployed, CALLER, FLASH_CALLS="remote")
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert out["pipeline"]["tokens"] == ["a", "b", "a"]
-    assert out["tokens"] == ["X", "y"]  # a plain def, awaited: it ran remotely
-    assert out["added"] >= 100
-    assert out["error"] == ["fail", "remote_error", "ValueError", "no"]
+    """As in runpod-flash, a script's call runs on the deployed app by default (and with
+    FLASH_CALLS=remote); FLASH_CALLS=local runs the same code in the process, calls of other
+    endpoints' plain defs still awaited."""
+    for mode in ({}, {"FLASH_CALLS": "remote"}):
+        done = _script(deployed, CALLER, **mode)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["pipeline"]["tokens"] == ["a", "b", "a"]
+        assert out["tokens"] == ["X", "y"]  # a plain def, awaited: it ran remotely
+        assert out["added"] >= 100
+        assert out["error"] == ["fail", "remote_error", "ValueError", "no"]
+        assert "deploying" not in done.stderr  # it is deployed: nothing provisioned
 
-    # Without FLASH_CALLS the same functions run in the process, as `python tokenizer.py` does.
     local = _script(
         deployed,
-        "from tokenizer import tokenize; from counter import Counter; "
-        "print(tokenize('X y'), Counter().add(2))",
+        "import asyncio; from tokenizer import tokenize; from counter import Counter\n"
+        "async def main(): return await tokenize('X y'), await Counter().add(2)\n"
+        "print(*asyncio.run(main()))",
+        FLASH_CALLS="local",
     )
     assert local.returncode == 0, local.stderr
     assert local.stdout.strip() == "['X', 'y'] 2"
+
+
+LIVE_CALLER = """
+import asyncio, json
+from tokenizer import tokenize
+
+async def main():
+    first = await asyncio.gather(tokenize("A b"), tokenize("c D", lower=True))
+    return {"first": first, "again": await tokenize("e")}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_a_script_provisions_what_is_not_deployed_in_the_live_environment(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    """Nothing deployed for this project: the script's first calls deploy it once to the
+    app's live environment (one line says so) and run there; a later run sends new code."""
+    project = tmp_path / "fresh_words"
+    project.mkdir()
+    shutil.copy(APPS / "cross_chain" / "tokenizer.py", project)
+    done = _script(deployed, LIVE_CALLER, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"first": [["A", "b"], ["c", "d"]], "again": ["e"]}
+    notes = [line for line in done.stderr.splitlines() if line.startswith("flash:")]
+    assert len(notes) == 1, done.stderr
+    assert "'tokenizer' is not deployed in fresh_words/production" in notes[0]
+    assert "to fresh_words/live on the local platform" in notes[0]
+
+    async def live_endpoints() -> list[str]:
+        async with ControlPlaneClient(deployed.target) as client:
+            app = await client.app_by_name("fresh_words")
+            env = await client.environment_by_name(app["id"], "live")
+            return sorted(ep["name"] for ep in env["endpoints"])
+
+    assert asyncio.run(live_endpoints()) == ["live-fail", "live-tokenizer"]
+
+    tokenizer = project / "tokenizer.py"
+    tokenizer.write_text(tokenizer.read_text().replace(".split()", ".split()[::-1]"))
+    again = _script(
+        deployed,
+        "import asyncio; from tokenizer import tokenize\nprint(asyncio.run(tokenize('1 2')))",
+        cwd=project,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "['2', '1']"  # the new code, deployed by this run
+
+    off = _script(
+        deployed,
+        "import asyncio; from tokenizer import tokenize; asyncio.run(tokenize('x'))",
+        cwd=project,
+        FLASH_ENV="nowhere",
+        FLASH_LIVE_PROVISIONING="0",
+    )
+    assert off.returncode == 1 and "RemoteCallError" in off.stderr and "not_deployed" in off.stderr
 
 
 def _fake_clock() -> tuple[list[float], RemoteClient]:

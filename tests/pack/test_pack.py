@@ -52,7 +52,9 @@ def read_member(artifact: Path, name: str) -> str:
 # -- the template ---------------------------------------------------------------------------
 
 
-def test_init_template_builds_small_with_the_lb_echo_route(tmp_path: Path) -> None:
+def test_init_template_builds_small_with_the_lb_echo_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = init_project(tmp_path / "hello-app")
     assert sorted(p.name for p in project.iterdir()) == sorted(
         [
@@ -97,6 +99,7 @@ def test_init_template_builds_small_with_the_lb_echo_route(tmp_path: Path) -> No
     assert {"requirements.txt", "README.md"} <= names and ".gitignore" not in names
 
     # The echo route works as the benchmarks call it.
+    monkeypatch.setenv("FLASH_CALLS", "local")
     sys.path.insert(0, str(project))
     try:
         import asyncio

@@ -355,9 +355,11 @@ def test_one_session_per_event_loop_closed_with_it(peer: Peer) -> None:
 # Where calls run
 
 
-def test_calls_run_locally_unless_a_worker_or_flash_calls_sends_them_away(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_where_calls_run_and_what_kind_of_call_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script calls the deployed app unless FLASH_CALLS=local; a call from outside the
+    function's own endpoint returns an awaitable in every mode (so `await tokenize(x)` on a
+    plain def works wherever the caller runs); within the endpoint the call is native."""
+
     @Endpoint("cr-sync")
     def double(x: int) -> int:
         return 2 * x
@@ -366,15 +368,38 @@ def test_calls_run_locally_unless_a_worker_or_flash_calls_sends_them_away(
     async def triple(x: int) -> int:
         return 3 * x
 
-    assert double(2) == 4 and asyncio.run(triple(2)) == 6  # a script, as `python worker.py`
-    monkeypatch.setenv("FLASH_CALLS", "local")
-    assert double(2) == 4
-    monkeypatch.setenv("FLASH_CALLS", "remote")
-    pending = double(2)  # leaves the process: awaitable, even for a plain def
+    @Endpoint("cr-caller")
+    async def caller(x: int) -> list[int]:
+        return [await double(x), await triple(x)]
+
+    api = Endpoint("cr-api")
+
+    @api.get("/half")
+    def half(x: int) -> float:
+        return x / 2
+
+    @api.get("/both")
+    def both(x: int) -> list[float]:
+        return [half(x), half(x + 1)]  # the same endpoint: native calls
+
+    pending = double(2)  # a script, as `python worker.py`: the deployed app, so an awaitable
     assert asyncio.iscoroutine(pending)
     pending.close()
-    monkeypatch.setenv("FLASH_RESOURCE_NAME", "cr-sync")  # a worker: its own endpoint is local
+    monkeypatch.setenv("FLASH_CALLS", "remote")
+    pending = double(2)
+    assert asyncio.iscoroutine(pending)
+    pending.close()
+
+    monkeypatch.setenv("FLASH_CALLS", "local")
+    assert asyncio.run(double(2)) == 4 and asyncio.run(triple(2)) == 6
+    assert asyncio.run(caller(5)) == [10, 15]  # another endpoint's plain def, awaited
+    assert asyncio.run(both(3)) == [1.5, 2.0]
+
+    monkeypatch.delenv("FLASH_CALLS")
+    monkeypatch.setenv("FLASH_RESOURCE_NAME", "cr-sync")  # a worker: its own endpoint is native
     assert double(2) == 4
+    monkeypatch.setenv("FLASH_RESOURCE_NAME", "cr-api")
+    assert both(3) == [1.5, 2.0]
     monkeypatch.delenv("FLASH_RESOURCE_NAME")
     monkeypatch.setenv("FLASH_CALLS", "remotely")
     with pytest.raises(ConfigurationError, match="FLASH_CALLS='remotely'"):

@@ -109,6 +109,14 @@ def test_bad_names() -> None:
         Endpoint("has space")
 
 
+@pytest.fixture
+def local_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLASH_CALLS=local: decorated functions run in this process (a call from outside the
+    function's endpoint still returns an awaitable, as it would leaving the process)."""
+    monkeypatch.setenv("FLASH_CALLS", "local")
+
+
+@pytest.mark.usefixtures("local_calls")
 def test_queue_decorator_function_and_local_call() -> None:
     ep = Endpoint("qb-sync", cpu=CpuInstanceType.CPU3C_1_2)
 
@@ -116,12 +124,13 @@ def test_queue_decorator_function_and_local_call() -> None:
     def double(x: int) -> int:
         return x * 2
 
-    assert double(4) == 8
+    assert asyncio.run(double(4)) == 8
     assert endpoint_of(double) is ep
     assert ep.kind == "qb"
     assert unwrap(double).__name__ == "double"
 
 
+@pytest.mark.usefixtures("local_calls")
 def test_async_function_stays_awaitable() -> None:
     @Endpoint("qb-async")
     async def add(a: int, b: int) -> int:
@@ -131,6 +140,7 @@ def test_async_function_stays_awaitable() -> None:
     assert asyncio.run(add(1, 2)) == 3
 
 
+@pytest.mark.usefixtures("local_calls")
 def test_class_endpoint() -> None:
     @Endpoint("qb-class", gpu=GpuGroup.ADA_24)
     class Model:
@@ -140,7 +150,8 @@ def test_class_endpoint() -> None:
         def predict(self, x: int) -> int:
             return x * self.k
 
-    assert Model().predict(2) == 6
+    model: Any = Model()  # typed as the class; seen from outside, its methods are awaitable
+    assert asyncio.run(model.predict(2)) == 6
     assert endpoint_of(Model).kind == "qb"  # type: ignore[union-attr]
 
 
@@ -156,6 +167,7 @@ def test_one_function_per_queue_endpoint() -> None:
         def second() -> None: ...
 
 
+@pytest.mark.usefixtures("local_calls")
 def test_routes_and_errors() -> None:
     api = Endpoint("api", cpu="cpu5c-4-8", workers=(1, 5))
 
@@ -169,7 +181,7 @@ def test_routes_and_errors() -> None:
 
     assert api.kind == "lb"
     assert [r.key for r in api.routes] == ["POST /generate", "GET /health"]
-    assert generate("hi") == {"text": "hi"}
+    assert asyncio.run(generate("hi")) == {"text": "hi"}
     with pytest.raises(ConfigurationError, match="declared twice"):
         api.post("/generate")
     with pytest.raises(ConfigurationError, match="reserved"):

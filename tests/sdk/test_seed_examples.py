@@ -9,7 +9,8 @@ import sys
 from conftest import APPS
 
 PROBE = """
-import importlib, json, sys
+import asyncio, importlib, json, os, sys
+os.environ["FLASH_CALLS"] = "local"  # run them here: nothing is deployed
 sys.path.insert(0, sys.argv[1])
 from flash_runtime.endpoint import registered_endpoints
 for name in sys.argv[2:]:
@@ -17,7 +18,9 @@ for name in sys.argv[2:]:
 import load_balanced, queue_based
 out = {e.name: {"kind": e.kind, "routes": [r.key for r in e.routes], "cfg": e.deploy_config()}
        for e in registered_endpoints()}
-out["calls"] = [load_balanced.generate_text("hi"), queue_based.preprocess({"x": 1})]
+async def calls():
+    return [await load_balanced.generate_text("hi"), await queue_based.preprocess({"x": 1})]
+out["calls"] = asyncio.run(calls())
 print(json.dumps(out))
 """
 
@@ -42,5 +45,5 @@ def test_seed_examples_import_and_register() -> None:
         5,
     )
     assert found["fetch-data"]["cfg"]["gpuIds"].startswith("ADA_24")
-    # Outside a worker a decorated function runs locally; `...` bodies return None.
+    # With FLASH_CALLS=local a decorated function runs here; `...` bodies return None.
     assert found["calls"] == [None, None]
