@@ -101,9 +101,23 @@ def _route_conflicts(ep: Discovered) -> list[str]:
     return problems
 
 
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` (either way round): code a worker never runs."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(n, ast.Name) and n.id == "__name__" for n in sides) and any(
+        isinstance(n, ast.Constant) and n.value == "__main__" for n in sides
+    )
+
+
 def _scan(rel: str, source: str) -> tuple[set[str], set[str]]:
     """The names a module refers to (variables, attributes, imported names), and the dotted
-    names of the modules it may import."""
+    names of the modules it may import, leaving out its ``if __name__ == "__main__":``
+    blocks (a worker imports the module, so that code never runs there)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -112,7 +126,8 @@ def _scan(rel: str, source: str) -> tuple[set[str], set[str]]:
     package = module if rel.endswith("__init__.py") else module.rpartition(".")[0]
     names: set[str] = set()
     imports: set[str] = set()
-    for node in ast.walk(tree):
+    body = [stmt for stmt in tree.body if not _is_main_guard(stmt)]
+    for node in (n for stmt in body for n in ast.walk(stmt)):
         if isinstance(node, ast.Name):
             names.add(node.id)
         elif isinstance(node, ast.Attribute):

@@ -193,6 +193,8 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     assert gpu.executionTimeoutMs == 30000
     assert gpu.imageName == f"registry.example/me/flash:py{m.python_version}-latest"
     assert gpu.makes_remote_calls is False
+    # stream.py's __main__ block calls gpu_hello: a worker never runs it, so it does not count
+    assert m.resources["counter"].makes_remote_calls is False
     [fn] = gpu.functions
     assert (fn.name, fn.module, fn.is_async, fn.is_class) == (
         "gpu_hello",
