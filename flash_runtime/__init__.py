@@ -10,43 +10,94 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigurationError",
-    "CpuInstanceType",
-    "CudaVersion",
-    "DataCenter",
-    "Endpoint",
-    "FlashError",
-    "GpuGroup",
-    "GpuType",
-    "NetworkVolume",
-    "RemoteCallError",
-    "__version__",
-]
-
 _HOMES = {
     "Endpoint": "endpoint",
+    "EndpointJob": "remote.jobs",
     "CpuInstanceType": "resources",
     "CudaVersion": "resources",
     "DataCenter": "resources",
     "GpuGroup": "resources",
     "GpuType": "resources",
     "NetworkVolume": "resources",
+    "PodTemplate": "resources",
+    "ServerlessScalerType": "resources",
+    "ServerlessType": "resources",
+    "CPU_DATACENTERS": "resources",
+    "DEFAULT_WORKERS_MIN": "resources",
+    "DEFAULT_WORKERS_MAX": "resources",
     "ConfigurationError": "errors",
     "FlashError": "errors",
     "RemoteCallError": "errors",
+    # runpod-flash's older, deprecated API (flash_runtime/legacy.py)
+    "remote": "legacy",
+    "ServerlessEndpoint": "legacy",
+    "CpuServerlessEndpoint": "legacy",
+    "LoadBalancerSlsResource": "legacy",
+    "CpuLoadBalancerSlsResource": "legacy",
+    "LiveServerless": "legacy",
+    "CpuLiveServerless": "legacy",
+    "LiveLoadBalancer": "legacy",
+    "CpuLiveLoadBalancer": "legacy",
 }
+
+__all__ = [
+    "CPU_DATACENTERS",
+    "DEFAULT_WORKERS_MAX",
+    "DEFAULT_WORKERS_MIN",
+    "ConfigurationError",
+    "CpuInstanceType",
+    "CpuLiveLoadBalancer",
+    "CpuLiveServerless",
+    "CpuLoadBalancerSlsResource",
+    "CpuServerlessEndpoint",
+    "CudaVersion",
+    "DataCenter",
+    "Endpoint",
+    "EndpointJob",
+    "FlashError",
+    "GpuGroup",
+    "GpuType",
+    "LiveLoadBalancer",
+    "LiveServerless",
+    "LoadBalancerSlsResource",
+    "NetworkVolume",
+    "PodTemplate",
+    "RemoteCallError",
+    "ServerlessEndpoint",
+    "ServerlessScalerType",
+    "ServerlessType",
+    "__version__",
+    "remote",
+]
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
     from .errors import ConfigurationError, FlashError, RemoteCallError
+    from .legacy import (
+        CpuLiveLoadBalancer,
+        CpuLiveServerless,
+        CpuLoadBalancerSlsResource,
+        CpuServerlessEndpoint,
+        LiveLoadBalancer,
+        LiveServerless,
+        LoadBalancerSlsResource,
+        ServerlessEndpoint,
+        remote,
+    )
+    from .remote.jobs import EndpointJob
     from .resources import (
+        CPU_DATACENTERS,
+        DEFAULT_WORKERS_MAX,
+        DEFAULT_WORKERS_MIN,
         CpuInstanceType,
         CudaVersion,
         DataCenter,
         GpuGroup,
         GpuType,
         NetworkVolume,
+        PodTemplate,
+        ServerlessScalerType,
+        ServerlessType,
     )
 
 

@@ -15,10 +15,10 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import ConfigurationError
 from .resources import (
@@ -28,9 +28,13 @@ from .resources import (
     GpuGroup,
     GpuType,
     NetworkVolume,
+    PodTemplate,
     ScalerType,
     gpu_ids,
 )
+
+if TYPE_CHECKING:
+    from .remote.jobs import EndpointJob
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -41,7 +45,10 @@ C = TypeVar("C", bound=type)
 class RouteDecorator(Protocol):
     """What ``@api.post(path)`` and friends return. A decorated ``async def`` keeps its type; a
     plain ``def`` keeps its parameters and returns ``Any``: called from another endpoint (or a
-    script) it returns an awaitable, from its own endpoint its value."""
+    script) it returns an awaitable, from its own endpoint its value. On an ``Endpoint(id=...)``
+    client the same methods return the awaitable call of that route instead (``__await__``)."""
+
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
     @overload
     def __call__(
@@ -50,6 +57,7 @@ class RouteDecorator(Protocol):
 
     @overload
     def __call__(self, func: Callable[P, R]) -> Callable[P, Any]: ...
+
 
 RESERVED_PATHS = frozenset({"/ping", "/execute"})
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -162,6 +170,7 @@ class Endpoint:
         idle_timeout: int = 60,
         dependencies: Sequence[str] | None = None,
         system_dependencies: Sequence[str] | None = None,
+        accelerate_downloads: bool = True,
         volume: NetworkVolume | Sequence[NetworkVolume] | None = None,
         datacenter: DataCenter | str | Sequence[DataCenter | str] | None = None,
         env: dict[str, str] | None = None,
@@ -171,6 +180,7 @@ class Endpoint:
         image: str | None = None,
         scaler_type: ScalerType | str | None = None,
         scaler_value: int = 4,
+        template: PodTemplate | None = None,
         min_cuda_version: CudaVersion | str | None = None,
         max_concurrency: int = 1,
     ) -> None:
@@ -227,6 +237,17 @@ class Endpoint:
             self._fail(
                 "image must be a non-empty image reference such as 'runpod/flash:py3.12-latest'"
             )
+        if template is not None and not isinstance(template, PodTemplate):
+            self._fail("template must be a PodTemplate(...)")
+        self.template = template
+        if template is not None and template.imageName:
+            if image is not None and image != template.imageName:
+                self._fail("image and template.imageName differ; give the image once")
+            image = template.imageName
+        if template is not None:
+            self.env.update(template.env)
+        # runpod-flash's flag for its images' download acceleration; accepted, nothing to do.
+        self.accelerate_downloads = bool(accelerate_downloads)
         self.image = image
         self._scaler_type: ScalerType | None = (
             self._enum_list(ScalerType, scaler_type, "scaler_type")[0] if scaler_type else None
@@ -258,6 +279,12 @@ class Endpoint:
     def __call__(self, target: Any) -> Any:
         """Make ``target`` (a function or a class) this queue-based endpoint's handler."""
         where = _caller(1)
+        if self.is_client:
+            self._fail(
+                "Endpoint(id=...) is a client of an endpoint that is already deployed; it "
+                "cannot serve your code. Use Endpoint(name=...) to declare an endpoint",
+                where,
+            )
         if not callable(target):
             self._fail(
                 f"@Endpoint decorates a function or a class, not {type(target).__name__}", where
@@ -293,6 +320,12 @@ class Endpoint:
 
     def _route(self, method: str, path: str, where: DefinedAt) -> RouteDecorator:
         method = method.upper()
+        if self.is_client:
+            self._fail(
+                "Endpoint(id=...) is a client of a deployed endpoint; its routes are called "
+                f"(await ep.{method.lower()}(path, data)), not declared",
+                where,
+            )
         if method not in HTTP_METHODS:
             self._fail(
                 f"HTTP method {method!r} is not supported; use one of {', '.join(HTTP_METHODS)}",
@@ -335,27 +368,91 @@ class Endpoint:
             REGISTRY.add(self)
             return self._wrap(func)
 
-        return register
+        return register  # type: ignore[return-value]  # (its __await__ is the client's)
 
-    def get(self, path: str) -> RouteDecorator:
-        """Register a ``GET`` route; arguments come from the query string and path."""
-        return self._route("GET", path, _caller(1))
+    def get(self, path: str, data: Any = None, **kwargs: Any) -> RouteDecorator:
+        """Register a ``GET`` route; arguments come from the query string and path. On an
+        ``Endpoint(id=...)`` client: call that route (``await ep.get("/health")``)."""
+        return self._route_or_call("GET", path, data, kwargs)
 
-    def post(self, path: str) -> RouteDecorator:
-        """Register a ``POST`` route; arguments are the JSON body's top-level fields."""
-        return self._route("POST", path, _caller(1))
+    def post(self, path: str, data: Any = None, **kwargs: Any) -> RouteDecorator:
+        """Register a ``POST`` route; arguments are the JSON body's top-level fields. On an
+        ``Endpoint(id=...)`` client: call that route with ``data`` as the JSON body."""
+        return self._route_or_call("POST", path, data, kwargs)
 
-    def put(self, path: str) -> RouteDecorator:
-        """Register a ``PUT`` route; arguments are the JSON body's top-level fields."""
-        return self._route("PUT", path, _caller(1))
+    def put(self, path: str, data: Any = None, **kwargs: Any) -> RouteDecorator:
+        """Register a ``PUT`` route (client: call it)."""
+        return self._route_or_call("PUT", path, data, kwargs)
 
-    def delete(self, path: str) -> RouteDecorator:
-        """Register a ``DELETE`` route; arguments are the JSON body's top-level fields."""
-        return self._route("DELETE", path, _caller(1))
+    def delete(self, path: str, data: Any = None, **kwargs: Any) -> RouteDecorator:
+        """Register a ``DELETE`` route (client: call it)."""
+        return self._route_or_call("DELETE", path, data, kwargs)
 
-    def patch(self, path: str) -> RouteDecorator:
-        """Register a ``PATCH`` route; arguments are the JSON body's top-level fields."""
-        return self._route("PATCH", path, _caller(1))
+    def patch(self, path: str, data: Any = None, **kwargs: Any) -> RouteDecorator:
+        """Register a ``PATCH`` route (client: call it)."""
+        return self._route_or_call("PATCH", path, data, kwargs)
+
+    def _route_or_call(
+        self, method: str, path: str, data: Any, kwargs: dict[str, Any]
+    ) -> RouteDecorator:
+        if self.is_client:
+            from .remote.jobs import ClientCall
+
+            timeout = kwargs.pop("timeout", 60.0)
+            if kwargs:
+                raise TypeError(f"{method.lower()}() got unexpected arguments {sorted(kwargs)}")
+            return ClientCall(str(self.id), method, path, data, timeout)
+        if data is not None or kwargs:
+            raise TypeError(
+                f"data and keyword arguments are for Endpoint(id=...) clients; to declare a "
+                f"route use @{self.name}.{method.lower()}({path!r}) alone"
+            )
+        return self._route(method, path, _caller(2))
+
+    # -- client mode (Endpoint(id=...)) ------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is a client of an endpoint deployed elsewhere (``Endpoint(id=...)``)."""
+        return self.id is not None
+
+    def _client_id(self, what: str) -> str:
+        if self.id is None:
+            raise ConfigurationError(
+                f"Endpoint {self.name!r}: {what}() is for clients of a deployed endpoint, "
+                "Endpoint(id='<endpoint id>'); call your decorated function instead"
+            )
+        return self.id
+
+    async def run(self, input_data: Any, *, webhook: str | None = None) -> EndpointJob:
+        """Submit a job (``POST /run``); ``await job.wait()`` for its output."""
+        from .remote.jobs import EndpointJob, _target, queue_url, request
+
+        endpoint_id = self._client_id("run")
+        body: dict[str, Any] = {"input": input_data}
+        if webhook is not None:
+            body["webhook"] = webhook
+        url = f"{queue_url(_target(endpoint_id), endpoint_id)}/run"
+        return EndpointJob(await request(endpoint_id, "POST", url, body), endpoint_id)
+
+    async def runsync(self, input_data: Any, timeout: float = 60.0) -> EndpointJob:
+        """Submit a job and wait for it (``POST /runsync``), at most ``timeout`` seconds on
+        the server's side; a job still running then comes back unfinished."""
+        from .remote.jobs import EndpointJob, _target, queue_url, request
+
+        endpoint_id = self._client_id("runsync")
+        wait_ms = max(1, int(timeout * 1000))
+        url = f"{queue_url(_target(endpoint_id), endpoint_id)}/runsync?wait={wait_ms}"
+        data = await request(endpoint_id, "POST", url, {"input": input_data}, timeout + 30)
+        return EndpointJob(data, endpoint_id)
+
+    async def cancel(self, job_id: str) -> EndpointJob:
+        """Cancel a job of this endpoint (``POST /cancel/{id}``)."""
+        from .remote.jobs import EndpointJob, _target, queue_url, request
+
+        endpoint_id = self._client_id("cancel")
+        url = f"{queue_url(_target(endpoint_id), endpoint_id)}/cancel/{job_id}"
+        return EndpointJob(await request(endpoint_id, "POST", url), endpoint_id)
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -414,6 +511,10 @@ class Endpoint:
             cfg["systemDependencies"] = list(self.system_dependencies)
         if self.id:
             cfg["endpointId"] = self.id
+        if self.template is not None and self.template.containerDiskInGb is not None:
+            cfg["containerDiskInGb"] = self.template.containerDiskInGb
+        if self.template is not None and self.template.dockerArgs:
+            cfg["dockerArgs"] = self.template.dockerArgs
         return cfg
 
     def __repr__(self) -> str:

@@ -3,6 +3,12 @@
 The schema is compatible with runpod-flash 1.21's manifest. Keys this schema does not know are
 kept on load and written back on dump, at every level (top, resource, function), so a manifest
 written by another tool survives a round trip through ours.
+
+Only what serving needs is required: ``resources``, each with its ``functions`` (``name`` and
+``module`` each). Everything else has a default or is derived on load: ``version`` 1.0, no
+``python_version`` check, ``module_path`` from the first function's module, ``file_path`` from
+``module_path``, ``is_load_balanced`` from whether the functions have HTTP routes, and the
+``function_registry`` from the resources' functions.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ class FunctionEntry(_Node):
 
     name: str
     module: str
-    is_async: bool
-    is_class: bool
+    is_async: bool = False
+    is_class: bool = False
     class_methods: list[str] | None = None
     http_method: str | None = None
     http_path: str | None = None
@@ -48,11 +54,11 @@ class FunctionEntry(_Node):
 class Resource(_Node):
     """One endpoint: what it serves and how Runpod should deploy it."""
 
-    resource_type: str
-    file_path: str
-    module_path: str
     functions: list[FunctionEntry]
-    is_load_balanced: bool
+    resource_type: str | None = None  # runpod-flash's class name (LiveServerless, ...)
+    file_path: str = ""  # default: from module_path
+    module_path: str = ""  # default: the first function's module
+    is_load_balanced: bool | None = None  # default: whether the functions have HTTP routes
     makes_remote_calls: bool = False
     max_concurrency: int = 1
     imageName: str | None = None
@@ -74,6 +80,8 @@ class Resource(_Node):
     dependencies: list[str] | None = None
     systemDependencies: list[str] | None = None
     endpointId: str | None = None
+    containerDiskInGb: int | None = None  # Endpoint(template=PodTemplate(...)) overrides
+    dockerArgs: str | None = None
 
     @property
     def endpoint_type(self) -> str:
@@ -96,12 +104,12 @@ class Resource(_Node):
 class Manifest(_Node):
     """The whole ``flash_manifest.json``."""
 
-    version: str
-    python_version: str
-    generated_at: str
-    project_name: str
     resources: dict[str, Resource]
-    function_registry: dict[str, str]
+    version: str = "1.0"
+    python_version: str | None = None  # None: any Python (no check at boot)
+    generated_at: str | None = None
+    project_name: str = ""
+    function_registry: dict[str, str] = msgspec.field(default_factory=dict)  # default: derived
     routes: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     source_fingerprint: str | None = None
     resources_endpoints: dict[str, str] | None = None
@@ -169,8 +177,25 @@ def from_builtins(raw: Any, source: str = "manifest") -> Manifest:
         _attach_extras(resource, raw_resource)
         for fn, raw_fn in zip(resource.functions, raw_resource["functions"], strict=True):
             _attach_extras(fn, raw_fn)
+        _derive(resource)
+    if not manifest.function_registry:
+        manifest.function_registry = {
+            fn.name: name
+            for name, resource in manifest.resources.items()
+            for fn in resource.functions
+        }
     validate(manifest, source)
     return manifest
+
+
+def _derive(resource: Resource) -> None:
+    """Fill in what a minimal manifest leaves out (see the module's docstring)."""
+    if resource.is_load_balanced is None:
+        resource.is_load_balanced = any(fn.http_method for fn in resource.functions)
+    if not resource.module_path and resource.functions:
+        resource.module_path = resource.functions[0].module
+    if not resource.file_path and resource.module_path:
+        resource.file_path = resource.module_path.replace(".", "/") + ".py"
 
 
 def loads(data: bytes | str, source: str = "manifest") -> Manifest:

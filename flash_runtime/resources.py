@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class GpuType(StrEnum):
@@ -109,10 +110,94 @@ class CudaVersion(StrEnum):
 
 
 class ScalerType(StrEnum):
-    """How Runpod decides to add workers."""
+    """How Runpod decides to add workers (runpod-flash's name: ``ServerlessScalerType``)."""
 
     QUEUE_DELAY = "QUEUE_DELAY"
     REQUEST_COUNT = "REQUEST_COUNT"
+
+
+ServerlessScalerType = ScalerType
+
+
+class ServerlessType(StrEnum):
+    """An endpoint's kind: queue-based or load-balanced."""
+
+    QB = "QB"
+    LB = "LB"
+
+
+DEFAULT_WORKERS_MIN = 0
+DEFAULT_WORKERS_MAX = 1
+# The data centres Runpod serves CPU endpoints from (runpod-flash 1.21's list).
+CPU_DATACENTERS: frozenset[DataCenter] = frozenset({DataCenter.EU_RO_1})
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """Overrides of the worker template an endpoint runs (``Endpoint(template=...)``).
+
+    flash_runtime applies ``imageName``, ``env`` (merged over the endpoint's ``env``; a list of
+    ``{"key", "value"}`` as runpod-flash takes it, or a dict), ``containerDiskInGb`` and
+    ``dockerArgs``. runpod-flash's other fields (``ports``, ``startScript``, ``advancedStart``,
+    ``config``, ``containerRegistryAuthId``, ``name``, ``id``) are refused when set: the
+    deployer names, exposes and starts the template itself.
+    """
+
+    imageName: str | None = None
+    env: Any = None
+    containerDiskInGb: int | None = None
+    dockerArgs: str | None = None
+    ports: str | None = None
+    startScript: str | None = None
+    advancedStart: bool | None = None
+    config: dict[str, Any] | None = None
+    containerRegistryAuthId: str | None = None
+    name: str | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        from .errors import ConfigurationError
+
+        unapplied = ("ports", "startScript", "advancedStart", "config", "containerRegistryAuthId")
+        refused = [
+            f for f in (*unapplied, "name", "id") if getattr(self, f) not in (None, "", {}, False)
+        ]
+        if refused:
+            raise ConfigurationError(
+                f"PodTemplate({', '.join(f'{f}=...' for f in refused)}): not applied by "
+                "flash_runtime (the deployer names, exposes and starts each worker template); "
+                "use imageName, env, containerDiskInGb or dockerArgs"
+            )
+        if self.containerDiskInGb is not None and (
+            not isinstance(self.containerDiskInGb, int) or not 1 <= self.containerDiskInGb <= 2048
+        ):
+            raise ConfigurationError(
+                f"PodTemplate containerDiskInGb={self.containerDiskInGb!r} must be 1-2048 GB"
+            )
+        object.__setattr__(self, "env", self._env(self.env))
+
+    @staticmethod
+    def _env(value: Any) -> dict[str, str]:
+        from .errors import ConfigurationError
+
+        if value is None:
+            return {}
+        pairs: Iterable[Any] = value.items() if isinstance(value, dict) else value
+        out: dict[str, str] = {}
+        for pair in pairs:
+            if isinstance(pair, tuple) and len(pair) == 2:
+                key, val = pair
+            elif isinstance(pair, dict) and set(pair) == {"key", "value"}:
+                key, val = pair["key"], pair["value"]
+            else:
+                raise ConfigurationError(
+                    "PodTemplate env must be a dict of str to str or a list of "
+                    f"{{'key': ..., 'value': ...}}, not {pair!r}"
+                )
+            if not isinstance(key, str) or not isinstance(val, str):
+                raise ConfigurationError(f"PodTemplate env {key!r}: keys and values are strings")
+            out[key] = val
+        return out
 
 
 # Which GPU models each pool holds. Selecting a model means "its pool, minus the pool's other

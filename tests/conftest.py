@@ -43,6 +43,8 @@ def _isolated_flash_home(
         "FLASH_CREDENTIALS_FILE", str(tmp_path_factory.getbasetemp() / "runpod_config.toml")
     )
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    # In-process "scripts" see not_deployed as it is; scripts in subprocesses provision.
+    monkeypatch.setenv("FLASH_LIVE_PROVISIONING", "0")
 
 
 def build_app(name: str, dest: Path) -> Path:

@@ -171,8 +171,8 @@ def endpoint_input(
     template: dict[str, Any] = {
         "imageName": resource.imageName,
         "env": [{"key": k, "value": v} for k, v in sorted(env.items())],
-        "containerDiskInGb": 64 if resource.is_gpu else 10,
-        "dockerArgs": "",
+        "containerDiskInGb": resource.containerDiskInGb or (64 if resource.is_gpu else 10),
+        "dockerArgs": resource.dockerArgs or "",
     }
     payload: dict[str, Any] = {
         "name": name_prefix + resource_name,

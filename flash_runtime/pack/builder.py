@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -130,16 +132,33 @@ def split_excludes(exclude: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def source_epoch(file_set: files.FileSet) -> int:
-    """The build's timestamp: SOURCE_DATE_EPOCH, else the newest shipped file's mtime.
+FIXED_EPOCH = 315532800  # 1980-01-01T00:00:00Z: the time of a build that has none of its own
 
-    ``generated_at`` and the project's tar entries use it rather than the clock so that the same
-    inputs give the same bytes, while a change to the sources still moves it forward.
-    """
+
+def source_epoch(project: Path) -> int:
+    """The build's timestamp, a function of the sources and never of the clock or of file
+    mtimes, so the same sources give the same bytes whenever they are built (``touch`` or a
+    fresh checkout changes nothing): ``SOURCE_DATE_EPOCH`` when set (the reproducible-builds
+    convention), else the committer time of the project's git ``HEAD`` when it is in a git
+    work tree, else 1980-01-01. ``generated_at`` and every tar entry use it."""
     raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if raw.isdigit():
         return int(raw)
-    return file_set.newest_mtime() or 315532800  # 1980-01-01 for a project of empty mtimes
+    git = shutil.which("git")
+    if git is not None:
+        try:
+            done = subprocess.run(
+                [git, "-C", str(project), "log", "-1", "--format=%ct"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            done = None
+        if done is not None and done.returncode == 0 and done.stdout.strip().isdigit():
+            return int(done.stdout.strip())
+    return FIXED_EPOCH
 
 
 class _Report:
@@ -224,7 +243,7 @@ def build(
         endpoints = discover.discover(project, file_set.files)
         assemble.validate(endpoints, project_dir=project, scanned=len(py_files))
     sources = {f.rel: f.path.read_text(encoding="utf-8", errors="replace") for f in py_files}
-    epoch = source_epoch(file_set)
+    epoch = source_epoch(project)
     manifest = assemble.build_manifest(
         endpoints,
         project_name=project.name,

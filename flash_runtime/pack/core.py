@@ -56,6 +56,7 @@ CORE_MODULES = (
     "envvars.py",
     "manifest.py",
     "resources.py",
+    "legacy.py",
     "py.typed",
     "worker",
     "remote",

@@ -20,7 +20,8 @@ Why import in a subprocess, after a cheap text filter, rather than static analys
   interpreter is a build error rather than the end of the CLI. One child for all modules keeps
   the cost to one interpreter start (~50 ms), and shares imports between modules.
 * Only candidate modules are imported: files whose text mentions ``Endpoint`` or applies a route
-  decorator (``@api.post(...)``, for routes attached to an Endpoint imported from elsewhere).
+  decorator (``@api.post(...)``, for routes attached to an Endpoint imported from elsewhere) or
+  runpod-flash's older ``@remote(...)``.
   Scripts, tests and helpers that do neither are not executed (the worker imports them only if
   endpoint modules do).
 
@@ -45,7 +46,9 @@ from .errors import BuildError
 from .files import ProjectFile
 
 DEFAULT_TIMEOUT = 60.0
-_ROUTE_DECORATOR = re.compile(rb"^[ \t]*@[\w.]+\.(?:get|post|put|delete|patch|route)\(", re.M)
+_ROUTE_DECORATOR = re.compile(
+    rb"^[ \t]*@(?:[\w.]+\.(?:get|post|put|delete|patch|route)|(?:[\w]+\.)?remote)\(", re.M
+)
 _HINT_MISSING = (
     "Flash imports your modules to find the endpoints, so a package imported at the top of a "
     "module must be installed where you build. Import heavy packages inside the function that "

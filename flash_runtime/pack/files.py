@@ -146,9 +146,6 @@ class FileSet:
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
-    def newest_mtime(self) -> int:
-        return max((f.mtime for f in self.files), default=0)
-
 
 def _read_rules(path: Path) -> pathspec.GitIgnoreSpec | None:
     try:

@@ -85,8 +85,13 @@ def _worker_context(env: Mapping[str, str], callee: str) -> CallContext:
             "this worker does not know its environment (FLASH_ENVIRONMENT_ID, or FLASH_APP and "
             "FLASH_ENV); deploy the app with `flash deploy`",
         )
+    return CallContext(manifest, str(path), worker_target(env, key), scope)
+
+
+def worker_target(env: Mapping[str, str], key: str) -> Target:
+    """The control plane and endpoint URLs as a worker sees them (its env, Runpod's defaults)."""
     api_url = (env.get("RUNPOD_API_BASE_URL") or RUNPOD_API_URL).strip().rstrip("/")
-    target = Target(
+    return Target(
         platform="runpod",
         api_url=api_url,
         api_key=key,
@@ -95,7 +100,6 @@ def _worker_context(env: Mapping[str, str], callee: str) -> CallContext:
         unreachable_hint=f"the control plane at {api_url} did not answer",
         key_hint="the RUNPOD_API_KEY of this endpoint's env",
     )
-    return CallContext(manifest, str(path), target, scope)
 
 
 def _script_context(env: Mapping[str, str], path: Path, callee: str) -> CallContext:

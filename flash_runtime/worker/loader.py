@@ -90,7 +90,7 @@ def read_manifest(app_dir: Path) -> Manifest:
     """The app's manifest, checked against this interpreter's Python version."""
     manifest = manifest_mod.load(app_dir / manifest_mod.MANIFEST_NAME)
     here = manifest_mod.interpreter_version()
-    if manifest.python_version != here:
+    if manifest.python_version is not None and manifest.python_version != here:
         raise ManifestError(
             f"the artifact was built for Python {manifest.python_version} but this worker runs "
             f"Python {here}; rebuild with `flash build --python-version {here}` or use the "

@@ -221,8 +221,8 @@ def test_a_plain_python_process_calls_the_deployed_app(deployed: Deployed) -> No
     """As in runpod-flash, a script's call runs on the deployed app by default (and with
     FLASH_CALLS=remote); FLASH_CALLS=local runs the same code in the process, calls of other
     endpoints' plain defs still awaited."""
-    for mode in ({}, {"FLASH_CALLS": "remote"}):
-        done = _script(deployed, CALLER, **mode)
+    for mode in ("", "remote"):  # unset (empty), and remote
+        done = _script(deployed, CALLER, FLASH_CALLS=mode)
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert out["pipeline"]["tokens"] == ["a", "b", "a"]
@@ -240,6 +240,59 @@ def test_a_plain_python_process_calls_the_deployed_app(deployed: Deployed) -> No
     )
     assert local.returncode == 0, local.stderr
     assert local.stdout.strip() == "['X', 'y'] 2"
+
+
+CLIENT = """
+import asyncio, json, sys
+from runpod_flash import Endpoint, EndpointJob
+
+async def main():
+    tokenizer, stats = Endpoint(id=sys.argv[1]), Endpoint(id=sys.argv[2])
+    job = await tokenizer.run({"text": "a B", "lower": True})
+    assert isinstance(job, EndpointJob) and job.id
+    await job.wait(timeout=60)
+    sync = await tokenizer.runsync({"text": "x y z"})
+    out = {"run": [job.done, job.output], "runsync": [sync.data["status"], sync.output]}
+    out["count"] = await stats.post("/count", {"tokens": ["a", "b", "a"]})
+    out["echo"] = await stats.get("/echo/hi?times=2")
+    cancelled = await tokenizer.cancel(job.id)  # a finished job stays finished
+    out["cancel"] = cancelled.id == job.id
+    try:
+        await Endpoint(id="no-such-endpoint").runsync({})
+    except Exception as err:
+        out["missing"] = [type(err).__name__, err.cause]
+    try:
+        @stats.post("/new")
+        def new() -> None: ...
+    except TypeError as err:
+        out["decorate"] = str(err)
+    return out
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_a_client_of_a_deployed_endpoint_by_id(deployed: Deployed) -> None:
+    """runpod-flash's client mode: Endpoint(id=...).run/runsync/cancel with EndpointJob, and a
+    load-balanced endpoint's routes by path."""
+    ids = {ep.resource: ep.id for ep in deployed.apps["cross_chain"].endpoints}
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, ids["tokenizer"], ids["stats"]],
+        env=deployed.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["run"] == [True, ["a", "b"]]
+    assert out["runsync"] == ["COMPLETED", ["x", "y", "z"]]
+    assert out["count"] == {"a": 2, "b": 1}
+    assert out["echo"] == {"echo": "hi hi"}
+    assert out["cancel"] is True
+    assert out["missing"] == ["RemoteCallError", "not_deployed"]
+    assert "is a client of a deployed endpoint" in out["decorate"]
 
 
 LIVE_CALLER = """

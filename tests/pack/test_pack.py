@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def test_manifest_describes_every_endpoint(app_build: tuple[Path, BuildResult]) 
     assert (counter.scalerType, counter.scalerValue) == ("REQUEST_COUNT", 2)
 
     # generated_at is an ISO UTC time; the manifest beside the artifact is the one inside it.
-    assert m.generated_at.endswith("Z") and "T" in m.generated_at
+    assert m.generated_at is not None and m.generated_at.endswith("Z") and "T" in m.generated_at
     on_disk = (project / ".flash" / "flash_manifest.json").read_bytes()
     assert on_disk == read_member(result.artifact, "flash_manifest.json").encode()
     assert manifest_mod.loads(on_disk).source_fingerprint == m.source_fingerprint
@@ -357,6 +358,39 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     worker.write_text(original)
     os.utime(worker, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert build(project, skip_deps=True).sha256 == first.sha256
+
+
+def test_the_bytes_depend_on_the_sources_not_on_mtimes_or_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Touching every file, or building a fresh copy later, gives the same artifact; its time
+    is SOURCE_DATE_EPOCH, else the git HEAD's commit time, else 1980-01-01."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    project = copy_app("lb_echo", tmp_path)
+    first = build(project, skip_deps=True)
+    assert first.manifest.generated_at == "1980-01-01T00:00:00Z"
+    later = time.time() + 86400
+    for path in project.rglob("*"):
+        os.utime(path, (later, later))
+    assert build(project, skip_deps=True).sha256 == first.sha256
+    copy = copy_app("lb_echo", tmp_path / "elsewhere")
+    assert build(copy, skip_deps=True).sha256 == first.sha256
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    pinned = build(project, skip_deps=True)
+    assert pinned.manifest.generated_at == "2023-11-14T22:13:20Z"
+    with tarfile.open(pinned.artifact) as tar:
+        assert {m.mtime for m in tar.getmembers() if m.name.split("/")[0] != ".flash-worker"} == {
+            1700000000
+        }
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    commit_env = {**os.environ, "GIT_COMMITTER_DATE": "@1750000000 +0000"}
+    subprocess.run([*git, "commit", "-qm", "x"], check=True, env=commit_env)
+    assert build(project, skip_deps=True).manifest.generated_at == "2025-06-15T15:06:40Z"
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -75,6 +75,29 @@ def test_malformed_manifest_names_the_key(tmp_path: Path) -> None:
     assert "Expected `int`, got `str`" in log
 
 
+def test_a_manifest_with_only_what_serving_needs_boots(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """No version, python_version, generated_at, project_name, registry, resource_type, file
+    or module paths, is_load_balanced or is_async: defaults and what the functions say."""
+    app = tmp_path / "minimal"
+    app.mkdir()
+    (app / "served.py").write_text((APPS / "boot_multi" / "served.py").read_text())
+    route = {"name": "modules", "module": "served", "http_method": "GET", "http_path": "/modules"}
+    manifest = {"resources": {"served": {"functions": [route]}}}
+    (app / "flash_manifest.json").write_text(json.dumps(manifest))
+    worker = start_worker(
+        tmp_path / "unused.tar.gz",
+        app,
+        "served",
+        port=free_port(),
+        extra_env={"FLASH_DISABLE_UNPACK": "1"},
+        log_dir=tmp_path,
+    )
+    workers.append(worker)
+    assert _get_json(f"{worker.url}/modules?probe=served") == {"imported": True}
+
+
 def test_hostile_artifact_is_refused_before_anything_runs(tmp_path: Path) -> None:
     artifact = tmp_path / "hostile.tar.gz"
     with tarfile.open(artifact, "w:gz") as tar:
