@@ -16,7 +16,9 @@ results of both loops the same way:
 
 Bad job input (not an object, a value of the wrong type, an unknown ``method``) raises
 :class:`~flash_runtime.worker.arguments.InvalidArguments` inside the handler, so it comes back
-as an ordinary error result naming the field, and the worker keeps serving.
+as an ordinary error result naming the field, and the worker keeps serving. Such a result
+carries no traceback: the caller's input was wrong, not the code, and the worker's internals
+are nobody's business (:func:`input_error_result`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,19 @@ def error_result(err: BaseException) -> Result:
     return {"error": text}
 
 
+def input_error_result(err: InvalidArguments) -> Result:
+    """The result of a job whose input does not fit the function: the error's type and
+    message, and no traceback."""
+    text = job_error(
+        err,
+        "",
+        hostname=os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
+        worker_id=os.environ.get("RUNPOD_POD_ID", "unknown"),
+        runpod_version=runpod_version(),
+    )
+    return {"error": text}
+
+
 def output_result(output: Any) -> Result:
     """The result of a job whose function returned ``output``, in ``run_job``'s shape."""
     result: Result = {}
@@ -114,7 +129,24 @@ class Handler:
     @property
     def runpod_handler(self) -> Callable[[Job], Any]:
         """The function to give ``runpod.serverless.start`` as its ``handler``."""
-        return self.stream if self.is_generator else self.call
+        return self._official_stream if self.is_generator else self._official_call
+
+    async def _official_call(self, job: Job) -> Any:
+        # A dict with "error" is how a handler fails a job without a traceback in runpod's loop.
+        try:
+            return await self.call(job)
+        except InvalidArguments as err:
+            log.warning("job %s: %s", job.get("id"), err)
+            return input_error_result(err)
+
+    async def _official_stream(self, job: Job) -> AsyncGenerator[Any, None]:
+        try:
+            callee, kwargs = self.target(job)
+        except InvalidArguments as err:
+            # runpod's loop prints the traceback of what a generator raises: start it here.
+            raise InvalidArguments(err.message, err.field).with_traceback(None) from None
+        async for chunk in self._chunks(callee, kwargs):
+            yield chunk
 
     # -- what a job asks for ----------------------------------------------------------------
 
@@ -191,6 +223,9 @@ class Handler:
         """Run a non-streaming job and return its result as ``runpod``'s ``run_job`` would."""
         try:
             output = await self.call(job)
+        except InvalidArguments as err:
+            log.warning("job %s: %s", job.get("id"), err)
+            return input_error_result(err)
         except Exception as err:
             log.error("job %s failed: %s", job.get("id"), err, exc_info=err)
             return error_result(err)
@@ -212,6 +247,9 @@ class Handler:
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
+                except InvalidArguments as err:  # the generator's shape, less the traceback
+                    log.warning("job %s: %s", job.get("id"), err)
+                    return {"error": f"handler: {err}"}
                 except Exception as err:
                     log.error("job %s failed: %s", job.get("id"), err, exc_info=err)
                     tb = "".join(traceback.format_exception(err))

@@ -101,8 +101,14 @@ async def official(handler: Handler, the_job: dict[str, Any]) -> dict[str, Any]:
 
 
 def without_traceback(result: dict[str, Any]) -> dict[str, Any]:
+    """The error's fields but its traceback: a function's own error has one; an input error
+    (InvalidArguments) has none, in either loop (our internals are nobody's business)."""
     info: dict[str, Any] = json.loads(result["error"])
-    assert "Traceback (most recent call last)" in info.pop("error_traceback")
+    tb = info.pop("error_traceback")
+    if "InvalidArguments" in info["error_type"]:
+        assert tb == ""
+    else:
+        assert "Traceback (most recent call last)" in tb
     return info
 
 
@@ -281,7 +287,7 @@ async def test_generator_bad_input_is_an_error_result() -> None:
     handler = handler_for("count")
     result, sent = await stream(handler, {"n": "many"})
     assert sent == []
-    assert result["error"].startswith("handler: count: Expected `int`, got `str` - at `$.n`")
+    assert result["error"] == "handler: count: Expected `int`, got `str` - at `$.n`"
 
 
 async def test_mixed_class_does_not_stream_and_gathers_chunks() -> None:

@@ -145,6 +145,7 @@ def test_error_payloads(qb: StartQueueWorker, loop: str) -> None:
     invalid = "<class 'flash_runtime.worker.arguments.InvalidArguments'>"
     wrong_type = error_info(echo.run({"times": "twice"}))
     assert (wrong_type["error_type"], "`$.times`" in wrong_type["error_message"]) == (invalid, True)
+    assert wrong_type["error_traceback"] == ""  # the caller's input was wrong: no internals
     not_object = error_info(echo.run([1, 2]))
     assert "job input must be a JSON object" in not_object["error_message"]
     unknown = error_info(text.run({"method": "title", "text": "x"}))
