@@ -202,6 +202,14 @@ async def _forward(server: DevServer, request: Request) -> Response:
     rest = request.path_params.get("rest", "")
     snapshot = server.snapshot
     endpoint = snapshot.endpoints.get(name) if snapshot is not None else None
+    body = await request.body()
+    if endpoint is None and snapshot is not None:
+        # runpod-flash's paths: /{file}/runsync, /{file}/{function}/runsync, /{file}/{route}
+        alias = snapshot.aliases.find(request.method, request.url.path)
+        if alias is not None:
+            endpoint, rest = snapshot.endpoints[alias.resource], alias.rest
+            if alias.method is not None:
+                body = _with_method(body, alias.method)
     if endpoint is None:
         known = sorted(snapshot.endpoints) if snapshot is not None else []
         return _error(
@@ -210,7 +218,6 @@ async def _forward(server: DevServer, request: Request) -> Response:
             "(GET / lists their paths)",
         )
     session = server.http
-    body = await request.body()
     headers = _forward_headers(request, server.api_key)
     query = request.url.query
     started = time.perf_counter()
@@ -251,6 +258,18 @@ async def _forward(server: DevServer, request: Request) -> Response:
         )
 
     return await relay(upstream, finished, RESPONSE_DROP)
+
+
+def _with_method(body: bytes, method: str) -> bytes:
+    """A job body for a class endpoint's ``method`` (``{"input": {..., "method": ...}}``)."""
+    try:
+        job = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return body  # the endpoint answers 400 to it, as to any body that is not JSON
+    if isinstance(job, dict) and isinstance(job.get("input", {}), dict):
+        job["input"] = {**job.get("input", {}), "method": method}
+        return orjson.dumps(job)
+    return body
 
 
 def _unreachable(

@@ -212,6 +212,8 @@ class DevServer:
             "docs": f"{self.url}/docs",
             "openapi": f"{self.url}/openapi.json",
             "endpoints": endpoints,
+            # runpod-flash's `flash dev` paths, served too (its examples' READMEs use them)
+            "referencePaths": snapshot.aliases.listing() if snapshot else [],
         }
 
     async def openapi(self) -> dict[str, Any]:

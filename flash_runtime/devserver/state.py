@@ -6,7 +6,9 @@ reads it), so that neither imports the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +40,76 @@ class LiveEndpoint:
 
 
 @dataclass(frozen=True)
+class Alias:
+    """A path runpod-flash's ``flash dev`` serves, and where it goes here.
+
+    runpod-flash prefixes every path with the endpoint's file, less ``.py`` (``gpu_worker.py``
+    -> ``/gpu_worker``; ``longruns/stage1.py`` -> ``/longruns/stage1``): a queue-based function
+    is ``POST {prefix}/runsync`` when it is the file's only queue-based callable, else
+    ``POST {prefix}/{function or method}/runsync``; a route is ``{prefix}{path}``.
+    """
+
+    resource: str
+    rest: str  # the path under the endpoint's own /NAME/ ("runsync", or the route's path)
+    method: str | None = None  # a class endpoint's method, added to the job input
+
+
+@dataclass
+class Aliases:
+    """The reference's paths of one build (see :class:`Alias`)."""
+
+    exact: dict[str, Alias] = field(default_factory=dict)  # queue-based: full path -> alias
+    # load-balanced: (method, compiled full path, resource, path under the endpoint)
+    routes: list[tuple[str, re.Pattern[str], str, str]] = field(default_factory=list)
+
+    def find(self, method: str, path: str) -> Alias | None:
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        for verb, pattern, resource, prefix in self.routes:
+            if verb == method and pattern.fullmatch(path):
+                return Alias(resource, path[len(prefix) :].lstrip("/"))
+        return None
+
+    def listing(self) -> list[str]:
+        out = [f"POST {path}" for path in self.exact if path.endswith("/runsync")]
+        out += [f"{verb} {pattern.pattern}" for verb, pattern, _, _ in self.routes]
+        return out
+
+
+def reference_aliases(manifest: Manifest, endpoints: dict[str, LiveEndpoint]) -> Aliases:
+    """The paths runpod-flash's dev server would serve for this build that are not ours."""
+    aliases = Aliases()
+    by_file: dict[str, list[str]] = {}
+    for name, resource in manifest.resources.items():
+        if name in endpoints and resource.file_path:
+            by_file.setdefault(resource.file_path, []).append(name)
+    for file_path, names in by_file.items():
+        prefix = "/" + file_path.removesuffix(".py")
+        if prefix.lstrip("/") in endpoints:
+            continue  # an endpoint has that name: its own paths win
+        callables: list[tuple[str, str, str | None]] = []  # (resource, label, method)
+        for name in names:
+            resource = manifest.resources[name]
+            if resource.is_load_balanced:
+                for fn in resource.functions:
+                    route = re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(fn.http_path or "/"))
+                    full = re.compile(re.escape(prefix) + route)
+                    aliases.routes.append((fn.http_method or "POST", full, name, prefix))
+                continue
+            for fn in resource.functions:
+                if fn.is_class:
+                    callables += [(name, m, m) for m in fn.class_methods or []]
+                else:
+                    callables.append((name, fn.name, None))
+        for name, label, method in callables:
+            base = prefix if len(callables) == 1 else f"{prefix}/{label}"
+            for rest in ("run", "runsync"):
+                aliases.exact[f"{base}/{rest}"] = Alias(name, rest, method)
+    return aliases
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What is being served: one released build."""
 
@@ -45,3 +117,8 @@ class Snapshot:
     manifest: Manifest
     endpoints: dict[str, LiveEndpoint]
     fingerprint: str | None
+
+    @cached_property
+    def aliases(self) -> Aliases:
+        """runpod-flash's paths for this build (``/{file}/runsync``, ``/{file}/{route}``)."""
+        return reference_aliases(self.manifest, self.endpoints)

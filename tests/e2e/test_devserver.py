@@ -231,6 +231,15 @@ def test_serves_every_endpoint_and_reloads_on_save(dev: DevRun, project: Path) -
     status, body = call("POST", f"{dev.url}/nope/run", {"input": {}})
     assert status == 404 and "gpu_worker" in body["error"]
 
+    # runpod-flash's paths too: /{file, less .py}/runsync and /{file}/{route}.
+    assert {"POST /tools/extra/runsync", "GET /tools/extra/hello/[^/]+"} <= set(
+        listing["referencePaths"]
+    )
+    status, job = call("POST", f"{dev.url}/tools/extra/runsync", {"input": {"text": "hey"}})
+    assert status == 200 and job["output"] == "HEY", job
+    assert call("GET", f"{dev.url}/tools/extra/hello/ada") == (200, {"hello": "ada"})
+    assert call("POST", f"{dev.url}/shouter/runsync", {"input": {"text": "x"}})[1]["output"] == "X"
+
     # Save a change to each endpoint: the new code answers, flash run still the same process.
     edit(project / "lb_worker.py", 'VERSION = "v1"', 'VERSION = "v2"')
     edit(project / "gpu_worker.py", 'VERSION = "v1"', 'VERSION = "v2"')
@@ -333,6 +342,7 @@ def test_worker_output_reaches_the_terminal_with_request_ids(dev: DevRun) -> Non
 
 def test_ctrl_c_deletes_the_live_endpoints_and_leaves_production(env: Env, tmp_path: Path) -> None:
     shop = copy_app(tmp_path, "shop")
+    shutil.rmtree(shop / "tools")  # two endpoints are enough here
     deployed = env.flash("deploy", "--json", cwd=shop)
     assert deployed.returncode == 0, deployed.stderr
     production = {ep["resource"]: ep for ep in json.loads(deployed.stdout)["endpoints"]}
