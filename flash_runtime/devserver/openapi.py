@@ -136,8 +136,57 @@ def path_params(path: str) -> list[str]:
     return _PATH_PARAM.findall(path)
 
 
-def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+def _json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+_SAMPLES: dict[str, Any] = {"integer": 1, "number": 1.5, "boolean": True, "null": None}
+
+
+def example_of(
+    schema: dict[str, Any], components: dict[str, Any], name: str = "value", depth: int = 0
+) -> Any:
+    """A value that fits ``schema``, for "Try it out" to send as it stands: the default when
+    there is one, else the first enum or example, else a sample of the type (a string is the
+    field's name). Only required object fields, and those with defaults, are included."""
+    if depth > 8:
+        return None
+    if "$ref" in schema:
+        target = components.get(str(schema["$ref"]).rsplit("/", 1)[-1]) or {}
+        return example_of(target, components, name, depth + 1)
+    if "default" in schema:
+        return schema["default"]
+    for key in ("const", "example"):
+        if key in schema:
+            return schema[key]
+    if schema.get("examples"):
+        return schema["examples"][0]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
+        if options:
+            return example_of(options[0], components, name, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "string":
+        return {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01"}.get(
+            str(schema.get("format")), name
+        )
+    if kind == "array":
+        return [example_of(schema.get("items") or {}, components, name, depth + 1)]
+    if kind == "object" or "properties" in schema:
+        required = set(schema.get("required") or [])
+        return {
+            key: example_of(sub, components, key, depth + 1)
+            for key, sub in (schema.get("properties") or {}).items()
+            if key in required or "default" in sub
+        }
+    return _SAMPLES.get(str(kind), name)
 
 
 def _errors(*codes: str) -> dict[str, Any]:
@@ -182,6 +231,7 @@ def _route_operation(
     path: str,
     function: str,
     info: dict[str, Any] | None,
+    components: dict[str, Any],
 ) -> dict[str, Any]:
     op = _operation(
         info,
@@ -199,13 +249,20 @@ def _route_operation(
             "in": "path",
             "required": True,
             "schema": properties.get(name) or {"type": "string"},
+            "example": example_of(properties.get(name) or {"type": "string"}, components, name),
         }
         for name in in_path
     ]
     rest = {k: v for k, v in properties.items() if k not in in_path}
     if method in ("GET", "HEAD"):
         parameters += [
-            {"name": name, "in": "query", "required": name in required, "schema": schema}
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": schema,
+                **({"example": example_of(schema, components, name)} if name in required else {}),
+            }
             for name, schema in rest.items()
         ]
     elif rest or arguments.get("additionalProperties"):
@@ -215,7 +272,10 @@ def _route_operation(
         body_required = sorted(n for n in required if n in rest)
         if body_required:
             body["required"] = body_required
-        op["requestBody"] = {"required": bool(body_required), "content": _json_content(body)}
+        op["requestBody"] = {
+            "required": bool(body_required),
+            "content": _json_content(body, example_of(body, components)),
+        }
     if parameters:
         op["parameters"] = parameters
     returns = (info or {}).get("returns")
@@ -269,15 +329,18 @@ def _queue_returns(resource_name: str, fn_name: str, report: Report) -> dict[str
 
 
 def _queue_operations(
-    resource_name: str, resource: Resource, report: Report
+    resource_name: str, resource: Resource, report: Report, components: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     fn = resource.functions[0]
     key = function_key(resource_name, fn.name)
     info = (report.get("functions") or {}).get(key) or (report.get("classes") or {}).get(key)
+    input_schema = _queue_input(resource_name, fn.name, report)
+    # What "Try it out" sends: the function's arguments, without webhook or policy.
+    example = {"input": example_of(input_schema, components, "input")}
     body = {
         "type": "object",
         "properties": {
-            "input": _queue_input(resource_name, fn.name, report),
+            "input": input_schema,
             "webhook": {"type": "string", "description": "URL to POST the final status to."},
             "policy": {
                 "type": "object",
@@ -308,7 +371,7 @@ def _queue_operations(
     runsync["parameters"] = [
         {"name": "wait", "in": "query", "required": False, "schema": {"type": "integer"}}
     ]
-    runsync["requestBody"] = {"required": True, "content": _json_content(body)}
+    runsync["requestBody"] = {"required": True, "content": _json_content(body, example)}
     runsync["responses"] = {
         "200": {
             "description": "The job, with its output once done.",
@@ -318,7 +381,7 @@ def _queue_operations(
     }
     run = _operation(info, fn.name, resource_name, f"{resource_name}__run")
     run["summary"] = f"{run['summary']} (queued; poll /status)"
-    run["requestBody"] = {"required": True, "content": _json_content(body)}
+    run["requestBody"] = {"required": True, "content": _json_content(body, example)}
     queued = {
         "type": "object",
         "properties": {"id": {"type": "string"}, "status": {"enum": JOB_STATUSES}},
@@ -361,6 +424,7 @@ def build_document(
     tags = []
     notes = endpoint_notes or {}
     functions: dict[str, Any] = report.get("functions") or {}
+    components: dict[str, Any] = report.get("components") or {}
     for name, resource in sorted(manifest.resources.items()):
         kind = "Load-balanced" if resource.is_load_balanced else "Queue-based"
         tag: dict[str, Any] = {"name": name, "description": f"{kind} endpoint `{name}`."}
@@ -368,7 +432,7 @@ def build_document(
             tag["description"] += " " + notes[name]
         tags.append(tag)
         if not resource.is_load_balanced:
-            paths.update(_queue_operations(name, resource, report))
+            paths.update(_queue_operations(name, resource, report, components))
             continue
         for fn in resource.functions:
             if not (fn.http_method and fn.http_path):
@@ -377,7 +441,7 @@ def build_document(
             method = fn.http_method.upper()
             info = functions.get(function_key(name, fn.name))
             paths.setdefault(path, {})[method.lower()] = _route_operation(
-                name, method, fn.http_path, fn.name, info
+                name, method, fn.http_path, fn.name, info, components
             )
     description = (
         "Every endpoint of the app, through the development server (`flash run`): no key is "
