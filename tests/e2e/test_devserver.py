@@ -328,9 +328,10 @@ def test_try_it_out_works_in_a_real_browser(dev: DevRun) -> None:
         assert code == "200" and job["status"] == "COMPLETED", body
         assert job["output"]["message"] == "message"
 
+        log: list[dict[str, Any]] = driver.get_log("performance")  # type: ignore[no-untyped-call]
         requested = [
             json.loads(entry["message"])["message"]["params"].get("request", {}).get("url", "")
-            for entry in driver.get_log("performance")
+            for entry in log
             if '"Network.requestWillBeSent"' in entry["message"]
         ]
         assert requested and all(_local(url) or url.startswith("data:") for url in requested), [
