@@ -47,6 +47,12 @@ def _isolated_flash_home(
     monkeypatch.setenv("FLASH_LIVE_PROVISIONING", "0")
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as workers do (trio, which selenium brings, is not ours)."""
+    return "asyncio"
+
+
 def build_app(name: str, dest: Path) -> Path:
     """Copy fixture app ``tests/apps/<name>`` to ``dest`` and build it (no dependencies)."""
     return _workers.build_app(APPS / name, dest)

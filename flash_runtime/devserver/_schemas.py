@@ -29,6 +29,7 @@ from typing import Any
 
 _SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
 REF_TEMPLATE = "#/components/schemas/{name}"
+PYDANTIC_REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def _docs(obj: Any) -> tuple[str | None, str | None]:
@@ -89,12 +90,41 @@ class _Function:
             if p.default is not inspect.Parameter.empty and isinstance(p.default, _SIMPLE_DEFAULTS):
                 self.defaults[p.name] = p.default
         self.accepts_extra = spec.accepts_extra
+        # Pydantic-validated parameters: their schemas come from pydantic (the struct has Any).
+        self.models = {n: hints[n] for n in spec.models if n not in self.request_params}
+        self.direct_models = [n for n, m in spec.models.items() if m.fields is not None]
         self.streams = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+        from flash_runtime.worker.arguments import _models_in
+
         returns = hints.get("return", Any)
-        self.returns = returns if not self.streams and _schema_ok(returns) else None
+        self.model_returns = returns if not self.streams and _models_in(returns) else None
+        self.returns = (
+            returns
+            if not self.streams and self.model_returns is None and _schema_ok(returns)
+            else None
+        )
         self.summary, self.description = _docs(func)
         if self.summary is None and doc_owner is not None:
             self.summary, self.description = _docs(doc_owner)
+
+
+def _pydantic_schema(hint: Any, components: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Pydantic's JSON Schema of ``hint``, its definitions moved into ``components`` and a
+    model class itself referred to there by name."""
+    import pydantic
+
+    schema: dict[str, Any] = pydantic.TypeAdapter(hint).json_schema(
+        mode=mode,  # type: ignore[arg-type]
+        ref_template=PYDANTIC_REF_TEMPLATE,
+    )
+    components.update(schema.pop("$defs", {}))
+    if inspect.isclass(hint) and issubclass(hint, pydantic.BaseModel):
+        name = hint.__name__
+        if components.get(name, schema) != schema:  # its output shape differs from its input
+            name += "Output" if mode == "serialization" else "Input"
+        components[name] = schema
+        return {"$ref": PYDANTIC_REF_TEMPLATE.format(model=name)}
+    return schema
 
 
 def describe(project: Path, functions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,14 +177,20 @@ def describe(project: Path, functions: list[dict[str, Any]]) -> dict[str, Any]:
                 prop["default"] = default
         if fn.accepts_extra:
             arguments["additionalProperties"] = True
+        for field, hint in fn.models.items():
+            schema = _pydantic_schema(hint, components, "validation")
+            arguments.setdefault("properties", {})[field] = schema
         returns: Any = None
         if fn.returns is not None:
             returns = schemas[position]
             position += 1
+        elif fn.model_returns is not None:
+            returns = _pydantic_schema(fn.model_returns, components, "serialization")
         out[fn.key] = {
             "arguments": arguments,
             "returns": returns,
             "streams": fn.streams,
+            "models": fn.direct_models,  # a lone one is the whole body, as in FastAPI
             "summary": fn.summary,
             "description": fn.description,
         }

@@ -265,6 +265,13 @@ def _route_operation(
             }
             for name, schema in rest.items()
         ]
+    elif len(rest) == 1 and next(iter(rest)) in (info or {}).get("models", ()):
+        # FastAPI's shape: a lone model argument is the body itself.
+        body = copy.deepcopy(next(iter(rest.values())))
+        op["requestBody"] = {
+            "required": bool(set(rest) & required),
+            "content": _json_content(body, example_of(body, components)),
+        }
     elif rest or arguments.get("additionalProperties"):
         body = {k: v for k, v in arguments.items() if k not in ("properties", "required")}
         body["type"] = "object"
@@ -300,7 +307,11 @@ def _queue_input(resource_name: str, fn_name: str, report: Report) -> dict[str, 
     functions: dict[str, Any] = report.get("functions") or {}
     key = function_key(resource_name, fn_name)
     if key in functions:
-        return _arguments(functions[key])
+        arguments = _arguments(functions[key])
+        properties = arguments.get("properties") or {}
+        if len(properties) == 1 and next(iter(properties)) in functions[key].get("models", ()):
+            return dict(next(iter(properties.values())))  # the input is the model itself
+        return arguments
     methods = sorted(k for k in functions if k.startswith(key + "."))
     if not methods:
         return {"type": "object", "additionalProperties": True}

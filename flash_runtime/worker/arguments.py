@@ -4,11 +4,19 @@ Each function gets one ``ArgSpec``, compiled once at start-up: a msgspec Struct 
 the signature, so a JSON body is decoded and validated in a single C pass and a wrong value is
 reported with the field's path. Hints msgspec cannot check (a user's own class, say) fall back to
 "anything", so a worker never refuses to start because of an exotic annotation.
+
+Pydantic models (the FastAPI way) are validated by pydantic itself: a parameter whose hint holds
+a ``BaseModel`` (``Item``, ``Item | None``, ``list[Item]``) gets a real instance, and a value
+that does not fit is a 422 naming the field (``item.price``). As in FastAPI, when such a model
+is the only argument taken from the body, the body *is* the model (``{"name": ..., "price":
+...}``); the form ``{"item": {...}}`` is accepted too. Pydantic is never imported here: a
+signature can only use a model if the user's code imported pydantic already.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,6 +73,49 @@ def _checkable(hint: Any) -> bool:
     return True
 
 
+def _models_in(hint: Any) -> bool:
+    """Whether ``hint`` is, or holds, a pydantic model class (pydantic already imported)."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None:
+        return False
+    stack, seen = [hint], 0
+    while stack and seen < 64:
+        seen += 1
+        node = stack.pop()
+        if inspect.isclass(node) and issubclass(node, pydantic.BaseModel):
+            return True
+        stack.extend(typing.get_args(node))
+    return False
+
+
+class _ModelArgument:
+    """One parameter pydantic validates."""
+
+    def __init__(self, name: str, hint: Any) -> None:
+        import pydantic
+
+        self.name = name
+        self.adapter: Any = pydantic.TypeAdapter(hint)
+        self.error: type[Exception] = pydantic.ValidationError
+        # A model class itself (not a list or union of them): the body may be its fields.
+        self.fields: frozenset[str] | None = (
+            frozenset(hint.model_fields)
+            if inspect.isclass(hint) and issubclass(hint, pydantic.BaseModel)
+            else None
+        )
+
+    def validate(self, func_name: str, value: Any) -> Any:
+        try:
+            return self.adapter.validate_python(value)
+        except self.error as err:
+            first = err.errors()[0]  # type: ignore[attr-defined]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            field = f"{self.name}.{where}" if where else self.name
+            raise InvalidArguments(
+                f"{func_name}: {first.get('msg', 'invalid value')} - at `$.{field}`", field
+            ) from None
+
+
 class MalformedBody(InvalidArguments):
     """The request body is not JSON at all (a 400, where arguments that do not fit are 422)."""
 
@@ -106,11 +157,15 @@ class ArgSpec:
         self.accepts_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
         names = []
+        self.models: dict[str, _ModelArgument] = {}
         for p in params:
             if p.kind in _SKIP:
                 continue
             hint = hints.get(p.name, Any)
-            if not _checkable(hint):
+            if _models_in(hint):
+                self.models[p.name] = _ModelArgument(p.name, hint)
+                hint = Any
+            elif not _checkable(hint):
                 hint = Any
             names.append(p.name)
             if p.default is inspect.Parameter.empty:
@@ -126,9 +181,30 @@ class ArgSpec:
         self._decoder = msgspec.json.Decoder(self.struct)
 
     def _kwargs(self, obj: msgspec.Struct) -> dict[str, Any]:
-        return {
+        kwargs = {
             name: value for name in self.names if (value := getattr(obj, name)) is not msgspec.UNSET
         }
+        for name, model in self.models.items():
+            if name in kwargs:
+                kwargs[name] = model.validate(self.func_name, kwargs[name])
+        return kwargs
+
+    def shape(self, data: dict[str, Any], fixed: typing.Collection[str] = ()) -> dict[str, Any]:
+        """FastAPI's body for a lone model argument: when the only argument not in ``fixed``
+        (path parameters, the request) is a model, ``data``'s other keys are that model's
+        fields, unless they are exactly ``{name: {...}}`` and the model has no field ``name``."""
+        if not self.models:
+            return data
+        body = [n for n in self.names if n not in fixed]
+        model = self.models.get(body[0]) if len(body) == 1 else None
+        if model is None or model.fields is None:
+            return data
+        rest = {k: v for k, v in data.items() if k not in fixed}
+        if set(rest) == {model.name} and model.name not in model.fields:
+            return data
+        shaped = {k: v for k, v in data.items() if k in fixed}
+        shaped[model.name] = rest
+        return shaped
 
     def _extras(self, data: Mapping[str, Any]) -> dict[str, Any]:
         if not self.accepts_extra:
@@ -139,7 +215,7 @@ class ArgSpec:
         """Keyword arguments from a JSON object body (empty body: no arguments)."""
         if not body.strip():
             return self.from_mapping({})
-        if self.accepts_extra:
+        if self.accepts_extra or self.models:
             return self.from_mapping(decode_object(body))
         try:
             return self._kwargs(self._decoder.decode(body))
@@ -148,11 +224,15 @@ class ArgSpec:
         except (msgspec.DecodeError, RecursionError) as err:
             raise _malformed(err) from None
 
-    def from_mapping(self, data: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+    def from_mapping(
+        self, data: Mapping[str, Any], *, strict: bool = True, fixed: typing.Collection[str] = ()
+    ) -> dict[str, Any]:
         """Keyword arguments from already-decoded data.
 
         ``strict=False`` converts strings (query strings, path segments) to the hinted types.
+        ``fixed``: the names that are not from the body (see :meth:`shape`).
         """
+        data = self.shape(dict(data), fixed) if self.models else data
         try:
             obj = msgspec.convert(data, self.struct, strict=strict)
         except msgspec.ValidationError as err:

@@ -72,6 +72,28 @@ def error_result(err: BaseException) -> Result:
     return {"error": text}
 
 
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s fallback for job outputs: pydantic models as their JSON data."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _plain(output: Any) -> Any:
+    """``output`` with pydantic models turned into their JSON data (for the official loop,
+    which encodes outputs itself); other outputs as they are."""
+    import json
+    import sys
+
+    if "pydantic" not in sys.modules:
+        return output
+    try:
+        return json.loads(json.dumps(output, default=json_default))
+    except (TypeError, ValueError):
+        return output  # not JSON either way: the official loop reports it
+
+
 def input_error_result(err: InvalidArguments) -> Result:
     """The result of a job whose input does not fit the function: the error's type and
     message, and no traceback."""
@@ -134,7 +156,7 @@ class Handler:
     async def _official_call(self, job: Job) -> Any:
         # A dict with "error" is how a handler fails a job without a traceback in runpod's loop.
         try:
-            return await self.call(job)
+            return _plain(await self.call(job))
         except InvalidArguments as err:
             log.warning("job %s: %s", job.get("id"), err)
             return input_error_result(err)
@@ -146,7 +168,7 @@ class Handler:
             # runpod's loop prints the traceback of what a generator raises: start it here.
             raise InvalidArguments(err.message, err.field).with_traceback(None) from None
         async for chunk in self._chunks(callee, kwargs):
-            yield chunk
+            yield _plain(chunk)
 
     # -- what a job asks for ----------------------------------------------------------------
 

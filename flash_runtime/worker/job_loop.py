@@ -75,7 +75,7 @@ from ..errors import FlashError
 from ..protocol import wire
 from . import request_context
 from .config import WorkerConfig
-from .handler import Handler, Result, error_result, runpod_version
+from .handler import Handler, Result, error_result, json_default, runpod_version
 
 log = logging.getLogger("flash_runtime.worker.queue")
 
@@ -420,7 +420,7 @@ class JobLoop:
 
     def _encode(self, job_id: str, result: Result) -> str:
         try:
-            return json.dumps(result, ensure_ascii=False)
+            return json.dumps(result, ensure_ascii=False, default=json_default)
         except (TypeError, ValueError) as err:
             problem = TypeError(
                 f"the output of {self.handler.name} is not JSON-serialisable: {err}"
@@ -430,7 +430,7 @@ class JobLoop:
 
     async def _send_chunk(self, job_id: str, chunk: Result) -> None:
         try:
-            body = json.dumps(chunk, ensure_ascii=False)
+            body = json.dumps(chunk, ensure_ascii=False, default=json_default)
         except (TypeError, ValueError) as err:
             raise TypeError(
                 f"a chunk yielded by {self.handler.name} is not JSON-serialisable: {err}"

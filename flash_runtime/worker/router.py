@@ -392,7 +392,7 @@ class Router:
                 data[name] = route.path_value(name, value)
             for name in route.request_params:
                 data[name] = None
-            kwargs = spec.from_mapping(data)
+            kwargs = spec.from_mapping(data, fixed=(*path_values, *route.request_params))
         else:
             data = _query(scope["query_string"], route.list_fields)
             data.update(path_values)

@@ -299,3 +299,26 @@ def test_one_flash_run_per_project(tmp_path: Path) -> None:
             second.__enter__()
     with project_lock(tmp_path):
         pass
+
+
+def test_pydantic_models_are_documented_with_pydantics_schemas(tmp_path: Path) -> None:
+    doc = _document(tmp_path, "pydantic_models")
+    item = doc["components"]["schemas"]["Item"]
+    assert (
+        item["required"] == ["name", "price"]
+        and item["properties"]["price"]["exclusiveMinimum"] == 0
+    )
+    # A lone model argument is the whole body, as in FastAPI; the example fits it.
+    create = doc["paths"]["/models-api/items"]["post"]["requestBody"]["content"]["application/json"]
+    assert create["schema"] == {"$ref": "#/components/schemas/Item"}
+    assert create["example"] == {"name": "name", "price": 1.5, "tags": []}
+    update = doc["paths"]["/models-api/items/{item_id}"]["put"]
+    assert update["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("Item")
+    orders = doc["paths"]["/models-api/orders"]["post"]["requestBody"]["content"]
+    items = orders["application/json"]["schema"]["properties"]["items"]
+    assert items == {"type": "array", "items": {"$ref": "#/components/schemas/Item"}}
+    runsync = doc["paths"]["/models-quote/runsync"]["post"]["requestBody"]["content"]
+    assert runsync["application/json"]["schema"]["properties"]["input"]["$ref"].endswith("Item")
+    assert runsync["application/json"]["example"] == {
+        "input": {"name": "name", "price": 1.5, "tags": []}
+    }

@@ -155,6 +155,21 @@ def test_error_payloads(qb: StartQueueWorker, loop: str) -> None:
     assert echo.run({"value": 1}) == {"output": 1}
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pydantic_model_inputs_and_outputs(fleet: Fleet, loop: str) -> None:
+    """A lone model parameter takes the whole input (or {"item": {...}}), arrives as an
+    instance, is checked by pydantic (the field named, no traceback); models come back as
+    JSON."""
+    worker = fleet.start("pydantic_models", loop, "models-quote")
+    assert worker.run({"name": "lamp", "price": 10}) == {
+        "output": {"item": {"name": "lamp", "price": 10.0, "tags": []}, "total": 12.0}
+    }
+    assert worker.run({"item": {"name": "x", "price": 1}})["output"]["total"] == 1.2
+    error = error_info(worker.run({"name": "lamp", "price": 0}))
+    assert "InvalidArguments" in error["error_type"] and "$.item.price" in error["error_message"]
+    assert error["error_traceback"] == ""
+
+
 GENERATORS: dict[str, tuple[dict[str, Any], list[Any]]] = {
     "qb_gen_sync": ({"n": 3}, [0, 1, 2]),
     "qb_gen_async": ({"word": "abc"}, [{"index": i, "letter": c} for i, c in enumerate("abc")]),
