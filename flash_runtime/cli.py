@@ -42,7 +42,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="flash")
+@click.version_option(__version__, "--version", "-v", prog_name="flash")
 def main() -> None:
     """Build, deploy and run Runpod Flash apps.
 

@@ -193,6 +193,9 @@ _LIST = "list"
 @_env_option(None, "The environment (default: production; `list` without it: every one).")
 @_app_option
 @click.option("--all", "all_endpoints", is_flag=True, help="Delete every endpoint of the env.")
+@click.option(
+    "--interactive", "-i", is_flag=True, help="Choose the endpoints to delete from a list."
+)
 @click.option("--yes", "-y", "--force", "-f", "yes", is_flag=True, help="Do not ask first.")
 @_platform_option
 @_json_option
@@ -202,6 +205,7 @@ def undeploy_command(
     env_name: str | None,
     app_name: str | None,
     all_endpoints: bool,
+    interactive: bool,
     yes: bool,
     platform: str | None,
     as_json: bool,
@@ -213,6 +217,7 @@ def undeploy_command(
       flash undeploy list
       flash undeploy my-api
       flash undeploy --all --env staging
+      flash undeploy -i
     """
     from .manage import remove_endpoints
     from .target import resolve
@@ -222,14 +227,19 @@ def undeploy_command(
     if name == _LIST:
         _undeploy_list(target, app, env_name, as_json)
         return
-    if bool(name) == all_endpoints:
+    if sum((bool(name), all_endpoints, interactive)) != 1:
         raise click.UsageError(
             "name one endpoint (flash undeploy NAME), or give --all for every endpoint of the "
-            "environment; `flash undeploy list` shows them"
+            "environment or -i to choose; `flash undeploy list` shows them"
         )
     env = env_name or DEFAULT_ENVIRONMENT
     environment = _call(target, lambda client: _environment(client, app, env))
     endpoints = environment.get("endpoints") or []
+    if interactive and endpoints:
+        environment = {**environment, "endpoints": _choose(endpoints)}
+        if not environment["endpoints"]:
+            new_console().print("Nothing chosen.")
+            return
     if name:
         chosen = [ep for ep in endpoints if ep["name"] == name]
         if not chosen:
@@ -253,6 +263,23 @@ def undeploy_command(
         console.print(
             f"[green]✓[/green] deleted endpoint {endpoint['name']} [dim]{endpoint['id']}[/dim]"
         )
+
+
+def _choose(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--interactive``: the endpoints picked by number from a list."""
+    console = new_console(stderr=True)
+    for i, ep in enumerate(endpoints, 1):
+        console.print(f"  {i}. {ep['name']}  [dim]{ep['id']}[/dim]")
+    while True:
+        answer = click.prompt("Delete which (numbers, e.g. 1,3; all; or none)", err=True)
+        words = [w for w in answer.replace(",", " ").split() if w]
+        if words == ["all"]:
+            return endpoints
+        if words in ([], ["none"]):
+            return []
+        if all(w.isdigit() and 1 <= int(w) <= len(endpoints) for w in words):
+            return [endpoints[int(w) - 1] for w in dict.fromkeys(words)]
+        console.print(f"[red]give numbers from 1 to {len(endpoints)}, all or none[/red]")
 
 
 async def _environment(client: ControlPlaneClient, app: str, env: str) -> dict[str, Any]:

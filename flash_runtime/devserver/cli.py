@@ -46,7 +46,17 @@ from .session import DEFAULT_HOST, DEFAULT_PORT
     help="The app (default: the project directory's name, as `flash deploy` names it).",
 )
 @exclude_option
-@click.option("--no-reload", is_flag=True, help="Do not rebuild when project files change.")
+@click.option(
+    "--reload/--no-reload",
+    default=True,
+    show_default=True,
+    help="Rebuild and roll the live endpoints when project files change.",
+)
+@click.option(
+    "--auto-provision",
+    is_flag=True,
+    help="runpod-flash's switch to provision every endpoint at start; here they always are.",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -55,7 +65,8 @@ def run_command(
     platform: str,
     app_name: str | None,
     exclude: tuple[str, ...],
-    no_reload: bool,
+    reload: bool,
+    auto_provision: bool,
 ) -> None:
     """Serve the project's endpoints on localhost while you edit it.
 
@@ -70,6 +81,8 @@ def run_command(
     from rich.console import Console
 
     from ..pack.project import find_root
+
+    del auto_provision  # every endpoint is deployed to the live environment at start anyway
     from .session import DevOptions, DevServer
 
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -84,7 +97,7 @@ def run_command(
         platform=platform,
         app_name=app_name,
         exclude=exclude,
-        reload=not no_reload,
+        reload=reload,
     )
     try:
         code = asyncio.run(DevServer(options, console).run())

@@ -96,12 +96,16 @@ def build_command(
 
 
 @click.command("init")
-@click.argument("name", type=click.Path(path_type=Path))
+@click.argument("name", required=False, type=click.Path(path_type=Path))
 @click.option("--force", "-f", is_flag=True, help="Write into an existing, non-empty directory.")
-def init_command(name: Path, force: bool) -> None:
+@click.pass_context
+def init_command(ctx: click.Context, name: Path | None, force: bool) -> None:
     """Create a new Flash project NAME from the template (use . for the current directory)."""
     from rich.markup import escape
 
+    if name is None:  # as runpod-flash: no NAME shows how to call it
+        click.echo(ctx.get_help())
+        return
     from .scaffold import TEMPLATE_FILES, init_project
 
     try:

@@ -283,6 +283,9 @@ def test_undeploy(control_plane: ControlPlaneServer, shop: Path) -> None:
     code, out = flash("undeploy", "nope", "-a", "shop", "-f")
     assert code == 1 and "no endpoint 'nope' in shop/production" in out
     assert "api" in out  # the endpoints it has are named
+    # -i: chosen from a numbered list (a wrong answer is asked again), then confirmed
+    code, out = flash("undeploy", "-i", "-a", "shop", input="9\nnone\n")
+    assert code == 0 and "give numbers from 1 to 3" in out and "Nothing chosen" in out
     code, out = flash("undeploy", "api", "-a", "shop", "-e", "production", input="y\n")
     assert code == 0 and f"deleted endpoint api {ids['api']}" in out
     assert cp.runtime.removed == [ids["api"]]
