@@ -39,12 +39,12 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from flash_runtime.calls.client import default_client  # noqa: E402
+from flash_runtime.calls.context import context_for  # noqa: E402
 from flash_runtime.deploy.deployer import deploy  # noqa: E402
 from flash_runtime.deploy.target import local_target  # noqa: E402
 from flash_runtime.platform import process  # noqa: E402
 from flash_runtime.protocol.local import PlatformConfig  # noqa: E402
-from flash_runtime.remote.client import default_client  # noqa: E402
-from flash_runtime.remote.context import context_for  # noqa: E402
 from flash_runtime.testing.net import free_port  # noqa: E402
 
 TOKENS = ["a", "b", "c", "a"]

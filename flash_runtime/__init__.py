@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .calls.jobs import EndpointJob
     from .endpoint import Endpoint
     from .errors import ConfigurationError, FlashError, RemoteCallError
     from .legacy import (
@@ -84,7 +85,6 @@ if TYPE_CHECKING:
         ServerlessEndpoint,
         remote,
     )
-    from .remote.jobs import EndpointJob
     from .resources import (
         CPU_DATACENTERS,
         DEFAULT_WORKERS_MAX,

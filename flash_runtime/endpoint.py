@@ -34,7 +34,7 @@ from .resources import (
 )
 
 if TYPE_CHECKING:
-    from .remote.jobs import EndpointJob
+    from .calls.jobs import EndpointJob
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -396,7 +396,7 @@ class Endpoint:
         self, method: str, path: str, data: Any, kwargs: dict[str, Any]
     ) -> RouteDecorator:
         if self.is_client:
-            from .remote.jobs import ClientCall
+            from .calls.jobs import ClientCall
 
             timeout = kwargs.pop("timeout", 60.0)
             if kwargs:
@@ -426,7 +426,7 @@ class Endpoint:
 
     async def run(self, input_data: Any, *, webhook: str | None = None) -> EndpointJob:
         """Submit a job (``POST /run``); ``await job.wait()`` for its output."""
-        from .remote.jobs import EndpointJob, _target, queue_url, request
+        from .calls.jobs import EndpointJob, _target, queue_url, request
 
         endpoint_id = self._client_id("run")
         body: dict[str, Any] = {"input": input_data}
@@ -438,7 +438,7 @@ class Endpoint:
     async def runsync(self, input_data: Any, timeout: float = 60.0) -> EndpointJob:
         """Submit a job and wait for it (``POST /runsync``), at most ``timeout`` seconds on
         the server's side; a job still running then comes back unfinished."""
-        from .remote.jobs import EndpointJob, _target, queue_url, request
+        from .calls.jobs import EndpointJob, _target, queue_url, request
 
         endpoint_id = self._client_id("runsync")
         wait_ms = max(1, int(timeout * 1000))
@@ -448,7 +448,7 @@ class Endpoint:
 
     async def cancel(self, job_id: str) -> EndpointJob:
         """Cancel a job of this endpoint (``POST /cancel/{id}``)."""
-        from .remote.jobs import EndpointJob, _target, queue_url, request
+        from .calls.jobs import EndpointJob, _target, queue_url, request
 
         endpoint_id = self._client_id("cancel")
         url = f"{queue_url(_target(endpoint_id), endpoint_id)}/cancel/{job_id}"
@@ -579,7 +579,7 @@ class Endpoint:
     async def _remote(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        from .remote.client import call  # first remote call: not before (worker cold start)
+        from .calls.client import call  # first remote call: not before (worker cold start)
 
         return await call(self.name, func, args, kwargs)
 
@@ -730,7 +730,7 @@ class _RemoteInstance:
                     return await result if inspect.isawaitable(result) else result
                 finally:
                     _running_endpoint.reset(token)
-            from .remote.client import default_client
+            from .calls.client import default_client
 
             client = default_client()
             return await client.call(endpoint.name, cls.__name__, func, args, kwargs, method=name)

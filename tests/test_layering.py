@@ -1,7 +1,7 @@
 """The house's layering is one-way: the worker's side never imports the CLI's.
 
 Lower layer (what a worker runs, and what it shares): the SDK (``flash_runtime/__init__.py``,
-``endpoint``, ``resources``, ``errors``), ``manifest``, ``bootstrap``, ``worker/``, ``remote/``,
+``endpoint``, ``resources``, ``errors``), ``manifest``, ``bootstrap``, ``worker/``, ``calls/``,
 ``protocol/``. Upper layer: ``pack/``, ``deploy/``, ``platform/``, ``devserver/``, ``testing/`` and the CLI.
 Every import is checked, also those inside functions and under ``TYPE_CHECKING``: an import
 from the lower layer into the upper one fails this test (``pack/core.py`` vendors exactly the
@@ -71,7 +71,7 @@ def test_the_lower_layer_never_imports_the_upper_one() -> None:
 
 
 def test_the_checker_sees_lazy_imports() -> None:
-    source = PACKAGE / "remote" / "context.py"
+    source = PACKAGE / "calls" / "context.py"
     assert any(name.startswith("flash_runtime.protocol.target") for _, name in imports(source))
 
 

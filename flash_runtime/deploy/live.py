@@ -2,7 +2,7 @@
 
 runpod-flash runs a decorated function called from a plain script on a worker, provisioning
 the endpoint on the fly. Here the script's call first goes to the deployed app
-(:mod:`flash_runtime.remote.context`); when the endpoint is not there (no build, no such
+(:mod:`flash_runtime.calls.context`); when the endpoint is not there (no build, no such
 environment, or not in its build), :func:`provision` builds the project and releases it to the
 app's ``live`` environment, endpoints named ``live-NAME`` as ``flash run`` names them, waits for
 their workers and hands the new manifest back, so the call (and every later call of this

@@ -7,7 +7,7 @@ the process over to flash_runtime's own worker (:mod:`flash_runtime.worker.hando
 the artifact carries in :data:`VENDOR_DIR`:
 
 * flash_runtime's worker core (:data:`CORE_MODULES`: the SDK, the manifest, ``worker/``,
-  ``remote/``, ``protocol/``) and the ``runpod_flash`` alias, copied from the flash_runtime
+  ``calls/``, ``protocol/``) and the ``runpod_flash`` alias, copied from the flash_runtime
   that builds the artifact, so the worker is the version the CLI was tested with;
 * the core's third-party packages the official images do not have (:data:`VENDORED`), installed
   for the artifact's Python version and Linux x86_64 like any dependency (offline, this
@@ -59,7 +59,7 @@ CORE_MODULES = (
     "legacy.py",
     "py.typed",
     "worker",
-    "remote",
+    "calls",
     "protocol",
 )
 ALIAS_PACKAGE = "runpod_flash"

@@ -171,5 +171,5 @@ def load_resource(app_dir: Path, manifest: Manifest, name: str) -> LoadedResourc
     if resource.makes_remote_calls:
         # Load the cross-endpoint client (aiohttp) while the worker boots, not on its first
         # call to another endpoint; workers that call none never load it.
-        importlib.import_module("flash_runtime.remote.client")
+        importlib.import_module("flash_runtime.calls.client")
     return LoadedResource(name, manifest, resource, app_dir, loaded, time.perf_counter() - started)

@@ -113,7 +113,7 @@ def test_the_plan_maps_prefixed_endpoint_names_to_resources(tmp_path: Path) -> N
     assert env["FLASH_RESOURCE_NAME"] == "lb_worker"
     assert sorted(e["id"] for e in to_delete) == ["e2", "e3"]
     plain, _ = _plan(manifest, environment, {}, app="a", api_key="k")
-    assert {s.payload["name"] for s in plain} == {"gpu_worker", "lb_worker"}
+    assert {s.payload["name"] for s in plain} == {"gpu_worker", "lb_worker", "shouter", "extra-web"}
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------
@@ -135,9 +135,17 @@ def test_the_document_follows_how_the_worker_reads_arguments(tmp_path: Path) -> 
     place = doc["paths"]["/api/orders/{shop_id}"]["post"]
     assert place["summary"] == "Place an order."
     assert place["parameters"] == [
-        {"name": "shop_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+        {
+            "name": "shop_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer"},
+            "example": 1,  # filled in, so that "Try it out" works as it stands
+        }
     ]
     body = place["requestBody"]["content"]["application/json"]["schema"]
+    example = place["requestBody"]["content"]["application/json"]["example"]
+    assert set(example) == {"order", "note"} and example["note"] == ""
     assert set(body["properties"]) == {"order", "note"}  # the Request parameter is not a field
     assert body["required"] == ["order"]
     assert body["properties"]["note"] == {"type": "string", "default": ""}

@@ -27,11 +27,11 @@ from conftest import APPS
 from support import request
 
 from flash_runtime import RemoteCallError
+from flash_runtime.calls.client import RemoteClient
 from flash_runtime.deploy.deployer import DeployResult, deploy
 from flash_runtime.protocol.controlplane import ControlPlaneClient
 from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target, runpod_target
-from flash_runtime.remote.client import RemoteClient
 from flash_runtime.testing.platform import InProcessPlatform
 
 
@@ -424,7 +424,7 @@ def test_calls_keep_working_from_the_cache_while_the_control_plane_fails(
         try:
             failed = deployed.graphql_log().get("discoverFlashApp", 0)
             now[0] += 301  # expired: the next call asks, fails, and uses the URL it had
-            with caplog.at_level(logging.WARNING, logger="flash_runtime.remote"):
+            with caplog.at_level(logging.WARNING, logger="flash_runtime.calls"):
                 assert await client.call("tokenizer", "tokenize", tokenize, ("c",), {}) == ["c"]
             assert "discovery of 'tokenizer' failed" in caplog.text
             assert deployed.graphql_log()["discoverFlashApp"] == failed + 1

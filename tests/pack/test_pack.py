@@ -112,6 +112,16 @@ def test_init_template_builds_small_with_the_lb_echo_route(
     finally:
         sys.path.remove(str(project))
         sys.modules.pop("lb_worker", None)
+    # The template's script runs as its docstring says, here with FLASH_CALLS=local.
+    done = subprocess.run(
+        [sys.executable, "cpu_worker.py"],
+        cwd=project,
+        env={**os.environ, "FLASH_CALLS": "local"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'words': 6" in done.stdout, done.stdout
 
 
 def test_init_refuses_a_non_empty_directory_without_force(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_lb_worker_imports_only_the_core(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             assert json.loads(response.read())["client_loaded"] is True
     modules = loaded_after_stop(proc, tmp_path)
-    assert ("flash_runtime.remote.client" in modules) is remote
+    assert ("flash_runtime.calls.client" in modules) is remote
     assert_lean(modules)
 
 
@@ -138,5 +138,5 @@ def test_queue_worker_imports_only_the_core(tmp_path: Path, app: str, remote: bo
         else:
             server.wait_until(lambda: server.recorded("job-take"), what="a job-take")
         modules = loaded_after_stop(proc, tmp_path)
-    assert ("flash_runtime.remote.client" in modules) is remote
+    assert ("flash_runtime.calls.client" in modules) is remote
     assert_lean(modules)

@@ -1,6 +1,8 @@
 """A queue-based CPU endpoint: one function, called through /run (async) or /runsync.
 
-Try it locally with `python cpu_worker.py`; deploy it with `flash deploy`.
+`python cpu_worker.py` runs the function on a worker, as a script of the deployed app would (the
+first run deploys the project to its `live` environment); `FLASH_CALLS=local python cpu_worker.py`
+runs it on this machine. Deploy it with `flash deploy`.
 """
 
 from runpod_flash import CpuInstanceType, Endpoint
@@ -23,4 +25,7 @@ def cpu_hello(input_data: dict) -> dict:
 
 
 if __name__ == "__main__":
-    print(cpu_hello({"text": "to be or not to be"}))
+    import asyncio
+
+    # Called from a script, even a plain `def` is awaited: it runs on a worker.
+    print(asyncio.run(cpu_hello({"text": "to be or not to be"})))

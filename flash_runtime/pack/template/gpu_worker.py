@@ -1,6 +1,8 @@
 """A queue-based GPU endpoint: one function, called through /run (async) or /runsync.
 
-Try it locally with `python gpu_worker.py`; deploy it with `flash deploy`.
+`python gpu_worker.py` runs the function on a worker, as a script of the deployed app would (the
+first run deploys the project to its `live` environment); `FLASH_CALLS=local python gpu_worker.py`
+runs it on this machine. Deploy it with `flash deploy`.
 """
 
 from runpod_flash import Endpoint, GpuGroup
@@ -33,4 +35,4 @@ async def gpu_hello(input_data: dict) -> dict:
 if __name__ == "__main__":
     import asyncio
 
-    print(asyncio.run(gpu_hello({"message": "local test"})))
+    print(asyncio.run(gpu_hello({"message": "hello from a script"})))

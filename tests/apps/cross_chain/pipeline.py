@@ -18,5 +18,5 @@ async def pipeline(text: str) -> dict:
         "counts": await count(tokens),
         "echo": await echo("hi", times=2),
         "tally": await helpers.tally(len(tokens)),
-        "client_loaded": "flash_runtime.remote.client" in sys.modules,
+        "client_loaded": "flash_runtime.calls.client" in sys.modules,
     }

@@ -21,7 +21,7 @@ async def handle_request(data: dict) -> dict:
 @api.get("/health")
 def health() -> dict:
     # This worker calls another endpoint: it loaded the client while it booted.
-    return {"status": "ok", "client_loaded": "flash_runtime.remote.client" in sys.modules}
+    return {"status": "ok", "client_loaded": "flash_runtime.calls.client" in sys.modules}
 
 
 @Endpoint(name="gpu-backend", gpu=GpuGroup.AMPERE_80, workers=(0, 1))
@@ -32,6 +32,6 @@ async def gpu_compute(data: dict) -> dict:
         "sum": sum(data.get("values", [])),
         "ran_on": os.environ["FLASH_RESOURCE_NAME"],
         # Whether this worker, which calls no other endpoint, ever loaded the client.
-        "client_loaded": "flash_runtime.remote.client" in sys.modules,
+        "client_loaded": "flash_runtime.calls.client" in sys.modules,
         "has_key": "RUNPOD_API_KEY" in os.environ,
     }

@@ -23,11 +23,11 @@ from aiohttp import web
 from support import check_request, schemas
 
 from flash_runtime import ConfigurationError, Endpoint, RemoteCallError
+from flash_runtime.calls import client as client_mod
+from flash_runtime.calls.client import RemoteClient, arguments
 from flash_runtime.endpoint import RemoteClass, endpoint_of, unwrap
 from flash_runtime.pack.assemble import makes_remote_calls
 from flash_runtime.pack.discover import Discovered, Function
-from flash_runtime.remote import client as client_mod
-from flash_runtime.remote.client import RemoteClient, arguments
 from flash_runtime.testing.net import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -455,7 +455,7 @@ def test_positional_arguments_are_named_from_the_signature() -> None:
 def test_importing_the_sdk_does_not_load_the_client() -> None:
     code = (
         "import sys, runpod_flash, flash_runtime.endpoint, flash_runtime.worker.loader; "
-        "print(sorted(m for m in sys.modules if m.startswith(('flash_runtime.remote', 'aiohttp'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('flash_runtime.calls', 'aiohttp'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ the deployer and the platform set it: the manifest of the extracted artifact
 ``https://api.runpod.io``) with ``RUNPOD_API_KEY``, and the environment ``FLASH_ENVIRONMENT_ID``
 (else ``FLASH_APP`` + ``FLASH_ENV``).
 
-Outside a worker (a script or a notebook with ``FLASH_CALLS=remote``) the manifest is the
+Outside a worker (a script or a notebook; ``FLASH_CALLS`` unset or ``remote``) the manifest is the
 project's ``.flash/flash_manifest.json`` (``FLASH_MANIFEST_PATH`` overrides), found from the
 called function's source file upwards; the control plane is the platform ``flash deploy`` would
 use (``FLASH_PLATFORM``, else Runpod when ``RUNPOD_API_KEY`` holds a Runpod key, else the local

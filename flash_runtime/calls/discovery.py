@@ -37,7 +37,7 @@ from ..protocol.controlplane import (
 )
 from .context import CallContext
 
-log = logging.getLogger("flash_runtime.remote")
+log = logging.getLogger("flash_runtime.calls")
 
 TTL_S = 300.0
 RETRY_AFTER_S = 30.0
