@@ -116,10 +116,11 @@ class DevRun:
 
 def start_dev(env: Env, project: Path, *args: str) -> DevRun:
     port = free_port()
+    # `flash dev` (runpod-flash's name for `flash run`), its port from FLASH_PORT as there.
     proc = subprocess.Popen(
-        [*FLASH, "run", "--port", str(port), *args],
+        [*FLASH, "dev", *args],
         cwd=project,
-        env={**env.env, "PYTHONUNBUFFERED": "1"},
+        env={**env.env, "PYTHONUNBUFFERED": "1", "FLASH_PORT": str(port)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -587,6 +587,34 @@ def test_build_command_success_json_and_errors(tmp_path: Path) -> None:
     result = runner.invoke(build_command, [str(empty), "--skip-deps"])
     assert result.exit_code == 1
     assert "Error: No endpoints found" in result.output and "Traceback" not in result.output
+    result = runner.invoke(build_command, [str(empty), "--skip-deps", "--json"])
+    assert result.exit_code == 1
+    error = json.loads(result.stdout.splitlines()[0])["error"]
+    assert error["type"] == "BuildError" and "No endpoints found" in error["message"]
+
+
+def test_commands_find_the_project_from_a_subdirectory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below a project (marked by a build's manifest, or a .flashignore) commands work on the
+    project; a pyproject.toml or requirements.txt above does not count (a monorepo's)."""
+    from flash_runtime.pack.project import default_app_name, find_root
+
+    project = copy_app("pack_deps", tmp_path)
+    sub = project / "deep" / "er"
+    sub.mkdir(parents=True)
+    assert find_root(sub) == sub.resolve()  # not built yet, no .flashignore: the directory itself
+    (project / ".flashignore").write_text("deep/\n")
+    assert find_root(sub) == project.resolve() and default_app_name(None, sub) == "pack_deps"
+    (project / ".flashignore").unlink()
+    build(project, skip_deps=True)  # now .flash/flash_manifest.json marks it
+    monkeypatch.chdir(sub)
+    result = CliRunner().invoke(build_command, ["--skip-deps", "--json"])
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.output)["artifact"]).parent == project.resolve() / ".flash"
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'monorepo'\n")
+    assert find_root(tmp_path / "pack_deps" / "deep") == project.resolve()
+    assert find_root(tmp_path) == tmp_path.resolve()
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
