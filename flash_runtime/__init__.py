@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _HOMES = {
     "Endpoint": "endpoint",
-    "EndpointJob": "remote.jobs",
+    "EndpointJob": "calls.jobs",
     "CpuInstanceType": "resources",
     "CudaVersion": "resources",
     "DataCenter": "resources",

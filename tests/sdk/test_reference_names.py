@@ -20,6 +20,8 @@ PROBE = """
 import json, sys
 import runpod_flash as m
 out = {"names": sorted(m.__all__)}
+for name in m.__all__:  # each one resolves (lazily loaded names included)
+    getattr(m, name)
 out["scaler"] = [e.value for e in m.ServerlessScalerType]
 out["types"] = [e.value for e in m.ServerlessType]
 out["cpu_dcs"] = sorted(d.value for d in m.CPU_DATACENTERS)
