@@ -59,7 +59,18 @@ def _describe_error(module: str, err: BaseException, project: Path) -> dict[str,
         message = err.msg or message
     elif isinstance(err, SystemExit):
         message = f"the module called sys.exit({err.code!r}) while being imported"
-    missing = err.name if isinstance(err, ImportError) else None
+    # A module that is not there; `from m import nope` (a plain ImportError) is not that: m is
+    # installed, the name is what is missing, and Python's message says so.
+    missing = err.name if isinstance(err, ModuleNotFoundError) else None
+    if (
+        isinstance(err, ImportError)
+        and not missing
+        and err.name in ("runpod_flash", "flash_runtime")
+    ):
+        message += (
+            f" (flash_runtime {err.name} exports runpod-flash 1.21's names; "
+            "docs/reference/differences.md lists the two it does not)"
+        )
     local = False
     if missing:
         top = missing.split(".")[0]

@@ -435,6 +435,19 @@ def test_import_errors_name_file_line_and_advice(tmp_path: Path) -> None:
     assert str(project) not in message  # paths relative to the project
 
 
+def test_a_name_the_sdk_does_not_have_is_not_called_a_missing_package(tmp_path: Path) -> None:
+    """`from runpod_flash import Nope`: runpod_flash is installed; the name is what is missing."""
+    project = write_project(
+        tmp_path / "p",
+        {"w.py": "from runpod_flash import Endpoint, ServerlessScalerType, Nope\n"},
+    )
+    with pytest.raises(BuildError) as info:
+        build(project, skip_deps=True)
+    message = str(info.value)
+    assert "cannot import name 'Nope' from 'runpod_flash'" in message
+    assert "not installed" not in message and "differences.md" in message
+
+
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     project = write_project(
         tmp_path / "p",
