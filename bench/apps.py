@@ -15,6 +15,8 @@ Each packer gets its own copy of a project (each writes ``.flash/`` inside it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +73,41 @@ class BuildRun:
     seconds: float  # wall time of the `flash build` process
     artifact: Path
     size: int
+    cached_from: str | None = None  # a reused reference build: when it was made
+
+
+def _project_key(project: Path) -> str:
+    """A digest of the project's files (not .flash), the reference's version and our Python."""
+    digest = hashlib.sha256(f"{VERSION} {PY}".encode())
+    for path in sorted(project.rglob("*")):
+        rel = path.relative_to(project)
+        if rel.parts[0] in (".flash", "__pycache__") or not path.is_file():
+            continue
+        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def build_ref_cached(project: Path, env: dict[str, str], ref: RefEnv) -> BuildRun:
+    """The reference's build of ``project``, made once per (its files, the reference's version,
+    Python) and kept in ``bench/.cache/ref-builds`` (``--quick`` reuses it: the reference's
+    packer is the slowest step of a quick run, and its output does not change)."""
+    home = CACHE / "ref-builds" / _project_key(project)
+    meta_path = home / "build.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        artifact = project / ".flash" / "artifact.tar.gz"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(home / "artifact.tar.gz", artifact)
+        log(f"reusing the reference's build of {project.name} from {meta['built_at']}")
+        return BuildRun("ref", meta["seconds"], artifact, meta["size"], meta["built_at"])
+    made = build("ref", project, env, ref)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(made.artifact, home / "artifact.tar.gz")
+    built_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta_path.write_text(
+        json.dumps({"seconds": made.seconds, "size": made.size, "built_at": built_at})
+    )
+    return made
 
 
 def build(packer: str, project: Path, env: dict[str, str], ref: RefEnv) -> BuildRun:
@@ -105,6 +142,11 @@ def keep(run: BuildRun, dest: Path) -> Path:
     return dest
 
 
-def build_quietly(packer: str, project: Path, env: dict[str, str], ref: RefEnv, dest: Path) -> Path:
+def build_quietly(
+    packer: str, project: Path, env: dict[str, str], ref: RefEnv, dest: Path, *, reuse: bool = False
+) -> Path:
+    """Build and keep the artifact; ``reuse``: the reference's build may come from the cache."""
     log(f"building {project.name} with {packer} packer")
+    if reuse and packer == "ref":
+        return keep(build_ref_cached(project, env, ref), dest)
     return keep(build(packer, project, env, ref), dest)

@@ -82,18 +82,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {
         "pack_rounds": 1,
         "cold_rounds": 1,
-        "cold_repeats": 3,
+        "cold_repeats": 2,
         "lb_rounds": 1,
-        "lb_duration": 2.0,
+        "lb_duration": 1.0,
         "queue_rounds": 1,
         "jobs_ours": 500,
-        "jobs_ref": {1: 3, 4: 8},
+        "jobs_ref": {1: 2, 4: 4},
         "official_loop": False,
         "cross_rounds": 1,
         "sizes_rounds": 1,
         "latency_rounds": 1,
         "latency_jobs_ours": {1: 30, 4: 60},
-        "latency_jobs_ref": {1: 3, 4: 8},
+        "latency_jobs_ref": {1: 2, 4: 4},
         "images_rounds": 1,
     },
 }
@@ -125,7 +125,7 @@ def cross_section(work: Path, quick: bool, rounds: int) -> tuple[Section, list[t
         section.notes.append("cross-endpoint calls: not yet available (no bench/cross_bench.py)")
         return section, placeholder
     started = time.perf_counter()
-    requests, hits = ("200", "50000") if quick else ("1000", "200000")
+    requests, hits = ("100", "20000") if quick else ("1000", "200000")
     found = script_runs(
         section, work, "cross_bench.py", ["--requests", requests, "--hits", hits], rounds
     )
@@ -191,7 +191,7 @@ def platform_section(work: Path, quick: bool, rounds: int) -> Section:
     ``bench/platform_bench.py`` run ``rounds`` times (its JSON read back)."""
     section = Section("platform")
     started = time.perf_counter()
-    requests, duration = ("500", "3") if quick else ("2000", "8")
+    requests, duration = ("300", "2") if quick else ("2000", "8")
     found = script_runs(
         section, work, "platform_bench.py", ["--requests", requests, "--duration", duration], rounds
     )
@@ -228,8 +228,9 @@ def fmt_ms(values: list[float]) -> str:
     return report.fmt(summary(values)["median"])
 
 
-def both_packers(ref: RefEnv, work: Path, app: str) -> dict[str, Path]:
-    """``bench/apps/<app>`` built by each packer (warm package caches): artifact per packer."""
+def both_packers(ref: RefEnv, work: Path, app: str, *, reuse: bool = False) -> dict[str, Path]:
+    """``bench/apps/<app>`` built by each packer (warm package caches): artifact per packer
+    (``reuse``: the reference's build may come from its cache, as ``--quick`` does)."""
     env = pack_bench._cache_env(CACHE / "pack-warm")
     return {
         packer: apps.build_quietly(
@@ -238,6 +239,7 @@ def both_packers(ref: RefEnv, work: Path, app: str) -> dict[str, Path]:
             env,
             ref,
             work / "artifacts" / f"{app}-{packer}.tar.gz",
+            reuse=reuse,
         )
         for packer in ("ours", "ref")
     }
@@ -296,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             for packer in ("ours", "ref"):
                 project = apps.copy_project(template_src, work / f"template-{packer}")
                 artifacts[packer] = apps.build_quietly(
-                    packer, project, env, ref, work / "artifacts" / f"template-{packer}.tar.gz"
+                    packer,
+                    project,
+                    env,
+                    ref,
+                    work / "artifacts" / f"template-{packer}.tar.gz",
+                    reuse=args.quick,
                 )
         extracted: dict[str, Path] = {}
         if "cold" in only:
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "queue" in only:
-            noop = both_packers(ref, work, "qb_noop")
+            noop = both_packers(ref, work, "qb_noop", reuse=args.quick)
             sections.append(
                 queue_bench.run(
                     ref,
@@ -339,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "latency" in only:
-            working = both_packers(ref, work, "qb_work")
+            working = both_packers(ref, work, "qb_work", reuse=args.quick)
             sections.append(
                 queue_latency.run(
                     ref,
