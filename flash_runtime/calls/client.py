@@ -111,6 +111,7 @@ class RemoteClient:
         # Scripts: the live environment each function's calls go to once provisioned there,
         # and the deployments under way (per event loop, by project).
         self._live: dict[Callable[..., Any], CallContext] = {}
+        self._live_projects: dict[str, CallContext] = {}  # by the deployed build's manifest
         self._provisioning: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Any, asyncio.Task[Any]]
         ] = weakref.WeakKeyDictionary()
@@ -163,7 +164,7 @@ class RemoteClient:
 
         In a script, a call that finds nothing deployed provisions the project in its app's
         ``live`` environment (:mod:`flash_runtime.deploy.live`) and goes there."""
-        live = self._live.get(func)
+        live = self._live_for(func)
         if live is None:
             try:
                 context = context_for(func, callee)
@@ -204,11 +205,32 @@ class RemoteClient:
             Scope(app=done.app, environment=done.environment),
         )
         with self._lock:
+            self._live_projects[str(Path(done.manifest_path).resolve())] = context
             for known, other in list(self._live.items()):
                 if other.manifest_source == context.manifest_source:
                     self._live[known] = context
             self._live[func] = context
         return context
+
+    def _live_for(self, func: Callable[..., Any]) -> CallContext | None:
+        """The live environment this process deployed ``func``'s project to, if it did (so
+        the project's other functions go there too, without deploying again)."""
+        live = self._live.get(func)
+        if live is not None or not self._live_projects:
+            return live
+        from pathlib import Path
+
+        try:
+            source = inspect.getsourcefile(inspect.unwrap(func))
+        except TypeError:
+            return None
+        for directory in Path(source).resolve().parents if source else ():
+            live = self._live_projects.get(str(directory / ".flash" / "flash_manifest.json"))
+            if live is not None:
+                with self._lock:
+                    self._live[func] = live
+                return live
+        return None
 
     async def _call(
         self,

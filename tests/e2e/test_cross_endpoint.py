@@ -297,11 +297,17 @@ def test_a_client_of_a_deployed_endpoint_by_id(deployed: Deployed) -> None:
 
 LIVE_CALLER = """
 import asyncio, json
-from tokenizer import tokenize
+from flash_runtime import RemoteCallError
+from tokenizer import explode, tokenize
 
 async def main():
     first = await asyncio.gather(tokenize("A b"), tokenize("c D", lower=True))
-    return {"first": first, "again": await tokenize("e")}
+    out = {"first": first, "again": await tokenize("e")}
+    try:  # another endpoint of the same project: already deployed to live by this run
+        await explode("boom")
+    except RemoteCallError as err:
+        out["other"] = [err.endpoint, err.remote_type]
+    return out
 
 print(json.dumps(asyncio.run(main())))
 """
@@ -317,7 +323,11 @@ def test_a_script_provisions_what_is_not_deployed_in_the_live_environment(
     shutil.copy(APPS / "cross_chain" / "tokenizer.py", project)
     done = _script(deployed, LIVE_CALLER, cwd=project)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"first": [["A", "b"], ["c", "d"]], "again": ["e"]}
+    assert json.loads(done.stdout) == {
+        "first": [["A", "b"], ["c", "d"]],
+        "again": ["e"],
+        "other": ["fail", "ValueError"],
+    }
     notes = [line for line in done.stderr.splitlines() if line.startswith("flash:")]
     assert len(notes) == 1, done.stderr
     assert "'tokenizer' is not deployed in fresh_words/production" in notes[0]
