@@ -15,6 +15,7 @@ that would change nothing here are refused with a clear error rather than silent
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -173,21 +174,34 @@ def remote(
         for arg, values in (("dependencies", dependencies), ("system", system_dependencies)):
             if values:
                 _add(endpoint, arg, values)
+        where = _where(target)
         if resource_config.load_balanced:
             if not method or not path:
                 raise ConfigurationError(
                     f"{resource_config!r} is load-balanced: give @remote(..., method='POST', "
                     "path='/route')"
                 )
-            return endpoint.route(method, path)(target)
+            return endpoint._route(method, path, where)(target)
         if method or path:
             raise ConfigurationError(
                 f"{resource_config!r} is queue-based: method and path are for load-balanced "
                 "resources (LoadBalancerSlsResource, LiveLoadBalancer, ...)"
             )
-        return endpoint(target)
+        decorated = endpoint(target)
+        endpoint.target_defined_at = where  # the user's definition, not this module
+        return decorated
 
     return decorate
+
+
+def _where(target: Any) -> DefinedAt:
+    """Where the user defined ``target``, for the messages that name it."""
+    try:
+        file = inspect.getsourcefile(target) or "<unknown>"
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return DefinedAt("<unknown>", 0)
+    return DefinedAt(file, line)
 
 
 def _add(endpoint: Endpoint, which: str, values: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..errors import RemoteCallError
+from ..errors import FlashError, RemoteCallError
 from ..protocol.target import Target
 from ..protocol.wire import FINAL_STATUSES, bearer
 
@@ -45,7 +45,7 @@ def _target(endpoint_id: str) -> Target:
 
     try:
         return resolve(os.environ.get("FLASH_PLATFORM") or None)
-    except Exception as err:  # no key for Runpod: say which call needed it
+    except FlashError as err:  # no key for Runpod: say which call needed it
         raise RemoteCallError(endpoint_id, "unauthorized", str(err)) from None
 
 

@@ -45,6 +45,17 @@ def test_remote_makes_an_endpoint_with_the_configurations_settings() -> None:
     assert (cfg["workersMin"], cfg["workersMax"], cfg["idleTimeout"]) == (1, 3, 5)
     assert cfg["dependencies"] == ["numpy"] and cfg["systemDependencies"] == ["jq"]
     assert asyncio.run(double(4)) == 8
+    assert ep.target_defined_at is not None  # messages name the user's line, not ours
+    assert ep.target_defined_at.file == __file__ and ep.defined_at.file == __file__
+
+    api = LiveLoadBalancer(name="legacy-routes")
+    with pytest.warns(DeprecationWarning):
+
+        @remote(resource_config=api, method="GET", path="/x")
+        def x() -> int:
+            return 1
+
+    assert endpoint_of(x).routes[0].defined_at.file == __file__  # type: ignore[union-attr]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
