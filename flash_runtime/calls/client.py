@@ -50,7 +50,7 @@ from ..protocol.wire import (
     read_route_error,
 )
 from ..worker import request_context
-from .context import CallContext, Scope, context_for
+from .context import CallContext, Scope, context_for, find_manifest
 from .discovery import RETRY_AFTER_S, TTL_S, Discovery
 
 CALL_TIMEOUT_S = 600.0  # FLASH_CALL_TIMEOUT_S; a longer execution timeout of the target wins
@@ -206,9 +206,6 @@ class RemoteClient:
         )
         with self._lock:
             self._live_projects[str(Path(done.manifest_path).resolve())] = context
-            for known, other in list(self._live.items()):
-                if other.manifest_source == context.manifest_source:
-                    self._live[known] = context
             self._live[func] = context
         return context
 
@@ -216,21 +213,13 @@ class RemoteClient:
         """The live environment this process deployed ``func``'s project to, if it did (so
         the project's other functions go there too, without deploying again)."""
         live = self._live.get(func)
-        if live is not None or not self._live_projects:
-            return live
-        from pathlib import Path
-
-        try:
-            source = inspect.getsourcefile(inspect.unwrap(func))
-        except TypeError:
-            return None
-        for directory in Path(source).resolve().parents if source else ():
-            live = self._live_projects.get(str(directory / ".flash" / "flash_manifest.json"))
+        if live is None and self._live_projects:
+            manifest = find_manifest(func, os.environ)  # the deployed build's, above func
+            live = self._live_projects.get(str(manifest.resolve()))
             if live is not None:
                 with self._lock:
                     self._live[func] = live
-                return live
-        return None
+        return live
 
     async def _call(
         self,

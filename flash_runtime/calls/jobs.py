@@ -181,7 +181,6 @@ class ClientCall(Awaitable[Any]):
 
     def __init__(self, endpoint_id: str, method: str, path: str, body: Any, timeout: float):
         self._args = (endpoint_id, method, path, body, timeout)
-        self._coro: Any = None
 
     def __await__(self) -> Generator[Any, None, Any]:
         endpoint_id, method, path, body, timeout = self._args

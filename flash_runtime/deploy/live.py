@@ -40,14 +40,11 @@ class Provisioned:
 
 
 def project_of(source: Path) -> Path:
-    """The project a function defined in ``source`` belongs to: the nearest directory above it
-    with a build's manifest or a ``.flashignore``, else the file's own directory."""
-    from ..pack.project import MARKERS
+    """The project a function defined in ``source`` belongs to (as the CLI finds it from a
+    directory: :func:`flash_runtime.pack.project.find_root`)."""
+    from ..pack.project import find_root
 
-    for directory in source.resolve().parents:
-        if any((directory / marker).is_file() for marker in MARKERS):
-            return directory
-    return source.resolve().parent
+    return find_root(source.resolve().parent)
 
 
 def _target(platform: str | None) -> Target:

@@ -59,21 +59,21 @@ class Aliases:
     """The reference's paths of one build (see :class:`Alias`)."""
 
     exact: dict[str, Alias] = field(default_factory=dict)  # queue-based: full path -> alias
-    # load-balanced: (method, compiled full path, resource, path under the endpoint)
-    routes: list[tuple[str, re.Pattern[str], str, str]] = field(default_factory=list)
+    # load-balanced: (method, full path as written, its pattern, resource, the file's prefix)
+    routes: list[tuple[str, str, re.Pattern[str], str, str]] = field(default_factory=list)
 
     def find(self, method: str, path: str) -> Alias | None:
         found = self.exact.get(path)
         if found is not None:
             return found
-        for verb, pattern, resource, prefix in self.routes:
+        for verb, _, pattern, resource, prefix in self.routes:
             if verb == method and pattern.fullmatch(path):
                 return Alias(resource, path[len(prefix) :].lstrip("/"))
         return None
 
     def listing(self) -> list[str]:
         out = [f"POST {path}" for path in self.exact if path.endswith("/runsync")]
-        out += [f"{verb} {pattern.pattern}" for verb, pattern, _, _ in self.routes]
+        out += [f"{verb} {shown}" for verb, shown, _, _, _ in self.routes]
         return out
 
 
@@ -95,7 +95,8 @@ def reference_aliases(manifest: Manifest, endpoints: dict[str, LiveEndpoint]) ->
                 for fn in resource.functions:
                     route = re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(fn.http_path or "/"))
                     full = re.compile(re.escape(prefix) + route)
-                    aliases.routes.append((fn.http_method or "POST", full, name, prefix))
+                    shown = prefix + (fn.http_path or "/")
+                    aliases.routes.append((fn.http_method or "POST", shown, full, name, prefix))
                 continue
             for fn in resource.functions:
                 if fn.is_class:

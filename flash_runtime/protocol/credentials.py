@@ -32,39 +32,27 @@ def credentials_file() -> Path:
     return Path(explicit).expanduser() if explicit else Path.home() / ".runpod" / "config.toml"
 
 
-def find_dotenv(start: Path | None = None) -> Path | None:
-    """The project's ``.env``: the first one in ``start`` (default: the working directory) or
-    a directory above it."""
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / ".env"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_dotenv(
-    environ: MutableMapping[str, str] | None = None, start: Path | None = None
-) -> Path | None:
-    """Load the project's ``.env`` into ``environ`` (default ``os.environ``), never replacing a
-    variable already set; returns the file loaded, if any. A file python-dotenv cannot read is
-    skipped, as the reference skips it."""
-    path = find_dotenv(start)
-    if path is None:
-        return None
+def load_dotenv(environ: MutableMapping[str, str] | None = None) -> Path | None:
+    """Load the project's ``.env`` (the first one in the working directory or a directory above
+    it) into ``environ`` (default ``os.environ``), never replacing a variable already set;
+    returns the file loaded, if any. Without python-dotenv (the worker core alone) nothing is
+    read; a file it cannot read is skipped, as the reference skips it."""
     try:
-        from dotenv import dotenv_values
-    except ImportError:  # the worker core without the CLI's libraries: scripts skip .env
+        import dotenv
+    except ImportError:
+        return None
+    found = dotenv.find_dotenv(usecwd=True)
+    if not found:
         return None
     target = os.environ if environ is None else environ
     try:
-        values = dotenv_values(path)
+        values = dotenv.dotenv_values(found)
     except (OSError, UnicodeError):
         return None
     for name, value in values.items():
         if value is not None and name not in target:
             target[name] = value
-    return path
+    return Path(found)
 
 
 def stored_api_key(path: Path | None = None) -> str | None:

@@ -193,8 +193,6 @@ class ArgSpec:
         """FastAPI's body for a lone model argument: when the only argument not in ``fixed``
         (path parameters, the request) is a model, ``data``'s other keys are that model's
         fields, unless they are exactly ``{name: {...}}`` and the model has no field ``name``."""
-        if not self.models:
-            return data
         body = [n for n in self.names if n not in fixed]
         model = self.models.get(body[0]) if len(body) == 1 else None
         if model is None or model.fields is None:

@@ -24,8 +24,10 @@ are nobody's business (:func:`input_error_result`).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import sys
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
@@ -83,9 +85,6 @@ def json_default(value: Any) -> Any:
 def _plain(output: Any) -> Any:
     """``output`` with pydantic models turned into their JSON data (for the official loop,
     which encodes outputs itself); other outputs as they are."""
-    import json
-    import sys
-
     if "pydantic" not in sys.modules:
         return output
     try:

@@ -138,14 +138,25 @@ def test_deploy_two_environments_and_redeploy_one(platform: Platform, tmp_path: 
 def test_init_template_from_deploy_to_first_call(platform: Platform, tmp_path: Path) -> None:
     """The number the closing note reports: `flash deploy` of the `flash init` template until
     its first successful call (printed; nothing is asserted about the time)."""
+    usage = platform.flash("init", cwd=tmp_path)  # no NAME: its help, as runpod-flash does
+    assert usage.returncode == 0 and "init [OPTIONS] [NAME]" in usage.stdout
+    version = platform.flash("-v", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("flash, version")
     assert platform.flash("init", "hello", cwd=tmp_path).returncode == 0
     hello = tmp_path / "hello"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
     started = time.perf_counter()
-    done = platform.flash("deploy", cwd=hello)
+    # runpod-flash's deploy flags: -e, --python-version, -o
+    out = tmp_path / "hello.tar.gz"
+    done = platform.flash(
+        "deploy", "-e", "first", "--python-version", python, "-o", str(out), cwd=hello
+    )
     assert done.returncode == 0, done.stderr
     assert "Deployment Complete" in done.stdout and "curl -X POST" in done.stdout
     deployed = time.perf_counter()
+    assert out.is_file() and not (hello / ".flash" / "artifact.tar.gz").exists()
     manifest = json.loads((hello / ".flash/flash_manifest.json").read_text())
+    assert manifest["python_version"] == python
     lb = manifest["resources_endpoints"]["lb_worker"]
     key = json.loads(platform.flash("platform", "status", "--json", cwd=hello).stdout)["api_key"]
     status, body = request("POST", f"{lb}/process", key, {"input_data": {"hello": "world"}})
