@@ -23,6 +23,9 @@ from .errors import ManifestError
 
 MANIFEST_NAME = "flash_manifest.json"
 SUPPORTED_VERSIONS = ("1.0",)
+# In ``Manifest.extra`` of a manifest converted from another app format (``appmanifest.py``:
+# a Runpod SDK 2.0 app's ``runpod_manifest.json``): that format's name. Never written to disk.
+CONVERTED_FROM = "converted_from"
 
 
 class _Node(msgspec.Struct, kw_only=True, dict=True):

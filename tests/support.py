@@ -37,6 +37,7 @@ from flash_runtime.platform import controlplane
 from flash_runtime.platform.controlplane import SCHEMA_PATH
 from flash_runtime.platform.db import connect
 from flash_runtime.platform.model import EndpointSpec
+from flash_runtime.platform.secretstore import SecretStore
 from flash_runtime.protocol.controlplane import ControlPlaneClient
 from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target
@@ -60,6 +61,7 @@ class RecordingRuntime:
     removed: list[str] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
     python_versions: frozenset[str] = frozenset({"3.11", "3.12", "3.13"})
+    secrets: SecretStore = field(default_factory=SecretStore.in_memory)
 
     async def apply(self, spec: EndpointSpec) -> str:
         if spec.name in self.failing:

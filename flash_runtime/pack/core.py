@@ -55,6 +55,7 @@ CORE_MODULES = (
     "errors.py",
     "envvars.py",
     "manifest.py",
+    "appmanifest.py",
     "resources.py",
     "legacy.py",
     "py.typed",
@@ -123,9 +124,15 @@ def vendored_pins() -> list[str]:
     return pins
 
 
+# What artifacts for Runpod's 1.x images leave out of the core: those artifacts are
+# flash_manifest.json ones, never a Runpod SDK 2.0 app's (the second front end's).
+OFFICIAL_LEAVES_OUT = ("worker/apps.py", "appmanifest.py")
+
+
 def prepare(python_version: str, progress: Callable[[str], None] | None = None) -> Core:
     """The core member for ``python_version``: from the cache, or installed and packed now."""
-    sources = core_files()
+    left_out = tuple(f"{VENDOR_DIR}/flash_runtime/{name}" for name in OFFICIAL_LEAVES_OUT)
+    sources = [(rel, path) for rel, path in core_files() if rel not in left_out]
     pins = vendored_pins()
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, python_version, UV_PLATFORM, pins]).encode())
     for rel, path in sources:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -373,16 +373,24 @@ def alias_routes(runtime: BalancerHost) -> list[BaseRoute]:
     ]
 
 
-def by_subdomain(app: ASGIApp, runtime: BalancerHost) -> ASGIApp:
+def by_subdomain(
+    app: ASGIApp,
+    runtime: BalancerHost,
+    resolve: Callable[[str, str, str], str | None] | None = None,
+) -> ASGIApp:
     """Serves ``{endpoint_id}.{host}`` on the platform's port: the URL shape Runpod gives a
     load-balanced endpoint (``https://{id}.api.runpod.ai``), which runpod-flash derives from
     ``RUNPOD_ENDPOINT_BASE_URL`` and records. A request whose Host header's first label is a
-    load-balanced endpoint's id goes to that endpoint; any other goes to ``app``."""
+    load-balanced endpoint's id goes to that endpoint; any other goes to ``app``. The label
+    ``flash`` is the Runpod SDK 2.0's sentinel: the endpoint is the one its ``X-Flash-App``,
+    ``X-Flash-Environment`` and ``X-Flash-Endpoint`` headers name (``resolve``)."""
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
             label, dot, rest = host.partition(".")
+            if label == "flash" and dot and rest and resolve is not None:
+                label = _sentinel(scope, resolve) or label
             ep = runtime.endpoint(label) if dot and rest else None
             if ep is not None and ep.spec.type == "lb":
                 request = Request(scope, receive)
@@ -392,3 +400,12 @@ def by_subdomain(app: ASGIApp, runtime: BalancerHost) -> ASGIApp:
         await app(scope, receive, send)
 
     return asgi
+
+
+def _sentinel(scope: Scope, resolve: Callable[[str, str, str], str | None]) -> str | None:
+    headers = {k: v for k, v in scope["headers"] if k.startswith(b"x-flash-")}
+    names = [
+        headers.get(f"x-flash-{part}".encode(), b"").decode("latin-1")
+        for part in ("app", "environment", "endpoint")
+    ]
+    return resolve(*names) if all(names) else None

@@ -50,11 +50,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .. import appmanifest
 from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
 from ..protocol.local import PlatformConfig
-from . import volumes
+from . import rest2, volumes
 from .controlplane_store import (
     App,
     Build,
@@ -65,6 +66,7 @@ from .controlplane_store import (
     runpod_id,
 )
 from .model import EndpointSpec, Runtime
+from .secretstore import Secret, SecretError
 from .serverless import ApiError, bearer_ok, read_body
 from .uploads import (
     UPLOAD_TTL_SECONDS,
@@ -387,6 +389,11 @@ class ControlPlane:
         resource_name = self._resource_for(name, template.env, build)
         endpoint_type = self._type_for(data, template.env, build, resource_name)
         settings = _settings(data)
+        if data.get("volumes"):
+            raise OperationError(
+                "global volumes (`volumes`, OBJECT_STORE_VOLUME) are not available on the local "
+                "platform; mount a NetworkVolume at /runpod-volume instead"
+            )
         volume_id = attached_volume(settings)
         if volume_id is not None and self.store.volume(volume_id) is None:
             raise OperationError(
@@ -396,9 +403,12 @@ class ControlPlane:
 
         async with self._lock(env_id):
             self.environment(env_id)  # still there after waiting for the lock
-            created = None
+            created = replaced = None
             if not template.id:  # an inline template: saved with the endpoint, or not at all
                 created = template = self._create_template(template.to_input())
+            elif data.get("template") is not None:  # the endpoint's own, replaced in place
+                replaced = self.store.template(template.id)
+                self.store.update_template(template)
             self.store.set_environment_state(env_id, "updating")
             endpoint = self.store.save_endpoint(
                 existing.id if existing else None,
@@ -417,6 +427,8 @@ class ControlPlane:
                     self.store.delete_endpoint(endpoint.id)
                     if created is not None:
                         self.store.delete_template(created.id)
+                elif replaced is not None:
+                    self.store.update_template(replaced)
                 self.store.set_environment_state(env_id, "failed")
                 raise
             self.store.set_environment_state(env_id, "deployed")
@@ -452,6 +464,16 @@ class ControlPlane:
             )
         if inline is not None:
             body = dict(inline)
+            own = self.store.template(existing.template_id) if existing else None
+            shared = own is not None and any(
+                ep.template_id == own.id and ep.id != existing.id  # type: ignore[union-attr]
+                for ep in self.store.endpoints()
+            )
+            if own is not None and not shared and body.get("name") in (None, own.name):
+                # An update giving the endpoint's own template again (by its name, or none):
+                # it is replaced in place, and the endpoint's workers roll onto it (how the
+                # Runpod SDK 2.0 redeploys: same template name, a new RUNPOD_BUILD_ID).
+                return Template.from_input(own.id, {**body, "name": own.name})
             body["name"] = body.get("name") or f"{name}__{runpod_id(8)}"
             self._check_template_name(body["name"], None)
             return Template.from_input("", body)
@@ -481,7 +503,7 @@ class ControlPlane:
     def _check_python(self, build: Build) -> None:
         """Refuses a build whose Python the platform cannot run workers on: its workers would
         crash at every start."""
-        version = str(build.manifest.get("python_version") or "")
+        version = str(build.serving.get("python_version") or "")
         runnable = self.runtime.python_versions
         if version and version not in runnable:
             available = ", ".join(sorted(runnable))
@@ -540,6 +562,22 @@ class ControlPlane:
             )
         self.store.delete_template(template.id)
         return True
+
+    # secrets (values written once, never read back: secretstore.py)
+
+    def create_secret(self, data: dict[str, Any]) -> Secret:
+        try:
+            return self.runtime.secrets.create(
+                str(data["name"]), str(data["value"]), str(data.get("description") or "")
+            )
+        except SecretError as err:
+            raise OperationError(str(err)) from None
+
+    def delete_secret(self, secret_id: str) -> bool:
+        try:
+            return self.runtime.secrets.delete(secret_id)
+        except SecretError as err:
+            raise OperationError(str(err)) from None
 
     def environment_volumes(self, env: Environment) -> list[dict[str, Any]]:
         """The network volumes the environment's endpoints attach, with where their data is."""
@@ -609,7 +647,7 @@ class ControlPlane:
             environment_id=endpoint.environment_id,
             build_id=build.id,
             artifact_path=self.config.artifacts_dir / build.artifact,
-            python_version=str(build.manifest.get("python_version") or ""),
+            python_version=str(build.serving.get("python_version") or ""),
             workers_min=setting("workersMin", "workers_min"),
             workers_max=setting("workersMax", "workers_max"),
             idle_timeout=setting("idleTimeout", "idle_timeout"),
@@ -622,7 +660,7 @@ class ControlPlane:
             template_version=_digest(template.to_input()) if template else "",
             # Our artifacts carry our worker core and say which images they target; any other
             # (runpod-flash's own) needs the official image's environment and entry.
-            entry="flash" if build.manifest.get("image_target") else "official",
+            entry="flash" if build.serving.get("image_target") else "official",
             system_dependencies=tuple(str(p) for p in resource.get("systemDependencies") or ()),
             gpu_count=_gpu_count(endpoint.settings),
             gpu_ids=str(endpoint.settings.get("gpuIds") or ""),
@@ -695,8 +733,13 @@ def _digest(value: Any) -> str:
 
 
 def _valid_manifest(manifest: Any) -> dict[str, Any]:
+    """A build's manifest: a ``flash_manifest.json``, or a Runpod SDK 2.0 app's
+    ``runpod_manifest.json`` (its ``resources`` a list)."""
     try:
-        manifest_schema.from_builtins(manifest, "manifest")
+        if appmanifest.is_app_manifest(manifest):
+            appmanifest.from_builtins(manifest, "manifest")
+        else:
+            manifest_schema.from_builtins(manifest, "manifest")
     except ManifestError as exc:
         raise OperationError(str(exc)) from None
     return cast(dict[str, Any], manifest)
@@ -771,8 +814,11 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             "deleteEndpoint": lambda _, info, id: cp.delete_endpoint(id),
             "saveTemplate": lambda _, info, input: cp.save_template(input),
             "deleteTemplate": lambda _, info, templateName: cp.delete_template(templateName),
+            "secretCreate": lambda _, info, input: cp.create_secret(input),
+            "secretDelete": lambda _, info, id: cp.delete_secret(id),
         },
         "User": {
+            "secrets": lambda _, info: cp.runtime.secrets.list(),
             "flashApps": lambda _, info: store.apps(),
             "endpoint": lambda _, info, id: store.endpoint(id),
             "endpoints": lambda _, info: store.endpoints(),
@@ -964,7 +1010,24 @@ def routes(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> 
         Route("/graphql", graphql_endpoint, methods=["POST"]),
         Route("/platform/graphql", request_log, methods=["GET", "POST"]),
         *upload_routes(cp.store, config),
+        *rest2.routes(cp.store, runtime, config, cp.delete_endpoint),
     ]
+
+
+def sentinel_resolver(db: sqlite3.Connection) -> Callable[[str, str, str], str | None]:
+    """Finds an endpoint's id by (app, environment, endpoint) names, for the serverless API's
+    sentinel calls (``/v2/flash/...``)."""
+    store = ControlPlaneStore(db)
+
+    def resolve(app_name: str, env_name: str, endpoint_name: str) -> str | None:
+        app = store.app_by_name(app_name)
+        env = store.environment_by_name(app.id, env_name) if app else None
+        if env is None:
+            return None
+        found = [ep.id for ep in store.endpoints(env.id) if ep.name == endpoint_name]
+        return found[0] if found else None
+
+    return resolve
 
 
 async def resume(db: sqlite3.Connection, runtime: Runtime, config: PlatformConfig) -> None:

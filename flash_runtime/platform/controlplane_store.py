@@ -132,8 +132,16 @@ class Build:
     created_at: str
 
     @property
+    def serving(self) -> dict[str, Any]:
+        """The manifest as ``flash_manifest.json`` data, whichever format the build's is (a
+        Runpod SDK 2.0 app's ``runpod_manifest.json`` converted: ``appmanifest.py``)."""
+        from ..appmanifest import serving_view
+
+        return serving_view(self.manifest)
+
+    @property
     def resources(self) -> dict[str, Any]:
-        resources: dict[str, Any] = self.manifest.get("resources") or {}
+        resources: dict[str, Any] = self.serving.get("resources") or {}
         return resources
 
 

@@ -303,6 +303,34 @@ class JobStore:
             self.events.job_stopped(worker_id, job.id)
         return job
 
+    def retry(self, job: Job) -> Job:
+        """Queue a FAILED or TIMED_OUT job again, under its id, without its old result (what
+        Runpod's ``/retry/{job_id}`` does); ValueError for a job in any other state."""
+        if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+            raise ValueError(
+                f"job {job.id} is {job.status.value}: only FAILED or TIMED_OUT jobs can be retried"
+            )
+        now = time.time()
+        job.status = JobStatus.IN_QUEUE
+        job.output = job.error = None
+        job.started_at = job.completed_at = None
+        job.worker_id = None
+        job.attempts = 0
+        job.delivered = False
+        job.sync = False
+        job.stream_seq = job.stream_read = 0
+        job.expires_at = now + self.settings.queue_ttl_s
+        job.queued_at = time.monotonic()
+        with _transaction(self.conn):
+            self.conn.execute("DELETE FROM job_stream WHERE job_id = ?", (job.id,))
+            self.conn.execute("UPDATE jobs SET stream_read = 0 WHERE id = ?", (job.id,))
+            self._write(job)
+        self._live[job.id] = job
+        q = self.queue(job.endpoint_id)
+        q.pending.append(job)
+        q.wake()
+        return job
+
     def purge(self, endpoint_id: str) -> int:
         """Cancel every queued (not running) job of an endpoint; returns how many."""
         q = self.queue(endpoint_id)

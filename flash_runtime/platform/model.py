@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .secretstore import SecretStore
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Runtime(Protocol):
 
     # The Python versions ("3.11") whose artifacts the runtime can run workers for.
     python_versions: frozenset[str]
+    # Platform secrets, rendered into workers' environments (secretstore.py).
+    secrets: SecretStore
 
     async def apply(self, spec: EndpointSpec) -> str:
         """Create or update an endpoint; returns its URL.

@@ -46,6 +46,7 @@ from .appdirs import AppDirs
 from .jobs import Job, JobStore
 from .metrics import Labels, Metrics
 from .model import EndpointSpec
+from .secretstore import SecretStore
 from .settings import RuntimeSettings
 from .state import EndpointState
 from .storage import SCHEMA, generation_of, load_endpoints, save_endpoint
@@ -89,12 +90,14 @@ class PlatformRuntime:
         self.jobs = JobStore(self.conn, self.settings, self)
         self.metrics = Metrics()
         self.gpus = gpus.GpuPool(gpus.detect())
+        self.secrets = SecretStore(self.conn)
         self.supervisor = Supervisor(
             config,
             self.settings,
             on_exit=self._worker_exited,
             command=worker_command,
             gpus=self.gpus,
+            secrets=self.secrets,
         )
         self.session: aiohttp.ClientSession | None = None
         self._workers: dict[str, Worker] = {}

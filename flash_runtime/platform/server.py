@@ -36,7 +36,7 @@ from .. import __version__
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig, is_loopback
 from ..protocol.wire import UNAUTHORIZED
-from . import balancer, controlplane, db, reporting, serverless, volumes, workerapi
+from . import balancer, controlplane, db, reporting, serverless, tls, volumes, workerapi
 from . import logs as logs_api
 from .process import instance_lock
 from .runtime import PlatformRuntime
@@ -104,7 +104,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
     routes: list[BaseRoute] = [
         # The hot routes first (matched in order): job-take and job-done, then /runsync, /run.
         *workerapi.routes(runtime),
-        *serverless.routes(runtime),
+        *serverless.routes(runtime, controlplane.sentinel_resolver(cp_conn)),
         Route("/health", health, methods=["GET"]),
         Route("/platform/status", status, methods=["GET"]),
         Route("/platform/logs", worker_logs, methods=["GET"]),
@@ -118,7 +118,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, ApiError: api_error_response},
     )
-    return balancer.by_subdomain(app, runtime)
+    return balancer.by_subdomain(app, runtime, controlplane.sentinel_resolver(cp_conn))
 
 
 class PlatformServer(uvicorn.Server):
@@ -132,7 +132,12 @@ class PlatformServer(uvicorn.Server):
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        front = await tls.serve_front(self.runtime.config) if tls.enabled() else None
+        try:
+            await super().serve(sockets)
+        finally:
+            if front is not None:
+                front.close()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._draining is not None:

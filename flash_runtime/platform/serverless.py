@@ -1,7 +1,10 @@
 """The serverless API of queue-based endpoints, as Runpod serves it at ``/v2/{endpoint_id}``.
 
 ``POST /run`` and ``/runsync`` take ``{"input": ..., "webhook"?, "policy"?}``; ``GET /status/{job}``,
-``GET|POST /stream/{job}``, ``POST /cancel/{job}``, ``GET /health``, ``POST /purge-queue``.
+``GET|POST /stream/{job}``, ``POST /cancel/{job}``, ``POST /retry/{job}`` (a FAILED or TIMED_OUT
+job queued again), ``GET /health``, ``POST /purge-queue``. ``/v2/flash/...`` (the Runpod SDK
+2.0's sentinel) names the endpoint by headers instead: ``X-Flash-App``, ``X-Flash-Environment``,
+``X-Flash-Endpoint``.
 Every call needs ``Authorization: Bearer <API key>`` (the raw key is accepted too, as Runpod
 does). Responses and errors use Runpod's shapes, so the official ``runpod`` client works with
 ``RUNPOD_ENDPOINT_BASE_URL={platform}/v2``.
@@ -9,6 +12,7 @@ does). Responses and errors use Runpod's shapes, so the official ``runpod`` clie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,6 +26,11 @@ from .jobs import Job
 from .runtime import PlatformRuntime, labels_of
 from .settings import MAX_REQUEST_BYTES
 from .state import EndpointState
+
+# The Runpod SDK 2.0's pseudo endpoint id, resolved from the request's X-Flash-* headers.
+SENTINEL_ID = "flash"
+SENTINEL_HEADERS = ("app", "environment", "endpoint")
+SentinelResolver = Callable[[str, str, str], str | None]
 
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
 RUNSYNC_MAX_WAIT_MS = 300_000
@@ -88,9 +97,10 @@ def parse_json(body: bytes) -> Any:
 class ServerlessAPI:
     """Handlers of the client-facing serverless API."""
 
-    def __init__(self, runtime: PlatformRuntime) -> None:
+    def __init__(self, runtime: PlatformRuntime, resolve: SentinelResolver | None = None) -> None:
         self.runtime = runtime
         self.jobs = runtime.jobs
+        self.resolve = resolve
 
     def routes(self) -> list[BaseRoute]:
         prefix = "/v2/{endpoint_id}"
@@ -100,6 +110,7 @@ class ServerlessAPI:
             Route(f"{prefix}/status/{{job_id}}", self.status, methods=["GET", "POST"]),
             Route(f"{prefix}/stream/{{job_id}}", self.stream, methods=["GET", "POST"]),
             Route(f"{prefix}/cancel/{{job_id}}", self.cancel, methods=["POST"]),
+            Route(f"{prefix}/retry/{{job_id}}", self.retry, methods=["POST"]),
             Route(f"{prefix}/health", self.health, methods=["GET"]),
             Route(f"{prefix}/purge-queue", self.purge, methods=["POST"]),
         ]
@@ -108,6 +119,8 @@ class ServerlessAPI:
         if not bearer_ok(request, self.runtime.config.api_key):
             raise ApiError(401, UNAUTHORIZED)
         endpoint_id = request.path_params["endpoint_id"]
+        if endpoint_id == SENTINEL_ID:
+            endpoint_id = self._sentinel(request)
         ep = self.runtime.endpoint(endpoint_id)
         if ep is None:
             raise ApiError(404, f"endpoint {endpoint_id!r} not found")
@@ -118,6 +131,23 @@ class ServerlessAPI:
                 f"{self.runtime.url_of(endpoint_id)}",
             )
         return ep
+
+    def _sentinel(self, request: Request) -> str:
+        """The endpoint a call to ``/v2/flash/...`` means: the one named ``X-Flash-Endpoint``
+        in app ``X-Flash-App``'s environment ``X-Flash-Environment`` (how the Runpod SDK 2.0
+        calls an app's resources, leaving the lookup to the platform)."""
+        names = [request.headers.get(f"x-flash-{part}", "") for part in SENTINEL_HEADERS]
+        if not all(names):
+            raise ApiError(
+                400,
+                "/v2/flash/... needs the X-Flash-App, X-Flash-Environment and X-Flash-Endpoint "
+                "headers (the app, environment and endpoint names)",
+            )
+        found = self.resolve(*names) if self.resolve is not None else None
+        if found is None:
+            app, env, name = names
+            raise ApiError(404, f"no endpoint {name!r} in app {app!r}, environment {env!r}")
+        return found
 
     def _job(self, request: Request, ep: EndpointState) -> Job:
         job_id = request.path_params["job_id"]
@@ -215,6 +245,16 @@ class ServerlessAPI:
         job = self.jobs.cancel(job)
         return JSONResponse({"id": job.id, "status": job.status.value})
 
+    async def retry(self, request: Request) -> Response:
+        ep = self._endpoint(request)
+        job = self._job(request, ep)
+        try:
+            job = self.jobs.retry(job)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        self.runtime.job_submitted(ep)
+        return JSONResponse({"id": job.id, "status": job.status.value})
+
     async def health(self, request: Request) -> Response:
         ep = self._endpoint(request, qb_only=False)
         return JSONResponse(reporting.health(ep, self.runtime.jobs))
@@ -225,9 +265,10 @@ class ServerlessAPI:
         return JSONResponse({"removed": removed, "status": "completed"})
 
 
-def routes(runtime: PlatformRuntime) -> list[BaseRoute]:
-    """The serverless API routes (mounted by ``server.py``)."""
-    return ServerlessAPI(runtime).routes()
+def routes(runtime: PlatformRuntime, resolve: SentinelResolver | None = None) -> list[BaseRoute]:
+    """The serverless API routes (mounted by ``server.py``); ``resolve`` finds the endpoint of
+    a sentinel call from its (app, environment, endpoint) names."""
+    return ServerlessAPI(runtime, resolve).routes()
 
 
 def _request_header(job: Job) -> dict[str, str]:

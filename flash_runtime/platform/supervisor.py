@@ -32,6 +32,7 @@ from ..worker.request_context import utc_time
 from .backends import WORKER_COMMAND, Backend, Launch, ProcessBackend
 from .gpus import GpuPool
 from .model import EndpointSpec
+from .secretstore import SecretStore
 from .settings import RuntimeSettings
 
 log = logging.getLogger("flash_runtime.platform")
@@ -208,6 +209,9 @@ def worker_environment(
     )
     if spec.type == "lb":
         assert port is not None
+        # The port is the platform's choice, whatever the template says (the Runpod SDK 2.0
+        # puts PORT=80 and PORT_HEALTH=80 there): the health check goes to the same port.
+        env.pop("PORT_HEALTH", None)
         env.update(PORT=str(port), FLASH_HOST="127.0.0.1", FLASH_WORKER_KEY=worker_key)
     else:
         # Templates the runpod SDK fills in: $ID is the worker id for job-take and the job id
@@ -251,8 +255,10 @@ class Supervisor:
         command: Sequence[str] = WORKER_COMMAND,
         backend: Backend | None = None,
         gpus: GpuPool | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.config = config
+        self.secrets = secrets
         self.settings = settings
         self.on_exit = on_exit
         self.backend = backend or make_backend(config, settings, command)
@@ -282,6 +288,8 @@ class Supervisor:
             # A container gets what Runpod gives a worker, nothing of this machine's.
             base={} if self.backend.name == "docker" else None,
         )
+        if self.secrets is not None:  # {{ RUNPOD_SECRET_name }} references: the values
+            env = self.secrets.render(env)
         gpus = []
         if spec.gpu_count and self.gpus.gpus:
             got = self.gpus.acquire(worker_id, spec.gpu_count, spec.gpu_ids)

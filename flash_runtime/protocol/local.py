@@ -50,6 +50,19 @@ class PlatformConfig:
         return urlsplit(self.url).port or 8765
 
     @property
+    def tls_port(self) -> int:
+        """The TLS front's port (``platform/tls.py``): ``FLASH_PLATFORM_TLS_PORT``, else the
+        port after the platform's."""
+        configured = os.environ.get("FLASH_PLATFORM_TLS_PORT", "").strip()
+        return int(configured) if configured.isdigit() else self.port + 1
+
+    @property
+    def tls_url(self) -> str:
+        """The platform over TLS, under a name whose ``{endpoint_id}.`` subdomains are loopback
+        too (what the Runpod SDK 2.0 needs: ``RUNPOD_ENDPOINT_BASE_URL={tls_url}/v2``)."""
+        return f"https://flash.localhost:{self.tls_port}"
+
+    @property
     def root(self) -> Path:
         return self.home / "platform"
 

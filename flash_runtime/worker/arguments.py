@@ -141,6 +141,14 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+def decode_any(body: bytes) -> Any:
+    """A JSON request body of any type (a 2.0 app's route takes the whole body)."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError) as err:
+        raise _malformed(err) from None
+
+
 class ArgSpec:
     """The keyword arguments a function takes, as a msgspec type."""
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 from ..errors import FlashError
-from ..manifest import Manifest
+from ..manifest import CONVERTED_FROM, MANIFEST_NAME, Manifest
 from .config import WorkerConfig
 from .loader import LoadedResource, choose_resource, load_resource, read_manifest
 
@@ -44,7 +45,12 @@ def unpack(config: WorkerConfig) -> tuple[Manifest, str]:
             "extracted" if extracted else "already extracted",
             config.app_dir,
         )
-    manifest = read_manifest(config.app_dir)
+    if (config.app_dir / MANIFEST_NAME).is_file() or not _is_app_dir(config.app_dir):
+        manifest = read_manifest(config.app_dir)
+    else:  # a Runpod SDK 2.0 app's artifact (runpod_manifest.json): the second front end
+        from .apps import read
+
+        manifest = read(config.app_dir)[1]
     name = choose_resource(manifest, config)
     resource = manifest.resource(name)
     if config.endpoint_type and config.endpoint_type != resource.endpoint_type:
@@ -57,7 +63,12 @@ def unpack(config: WorkerConfig) -> tuple[Manifest, str]:
 
 def load(config: WorkerConfig, manifest: Manifest, name: str, started: float) -> LoadedResource:
     """Import the resource's user code (the slow part of a cold start)."""
-    loaded = load_resource(config.app_dir, manifest, name)
+    if manifest.extra.get(CONVERTED_FROM):  # a Runpod SDK 2.0 app's (appmanifest.py)
+        from . import apps
+
+        loaded = apps.load(config.app_dir, manifest, name, config.env)
+    else:
+        loaded = load_resource(config.app_dir, manifest, name)
     log.info(
         "resource %s ready (%s, %d function(s)) in %.3fs (imports %.3fs)",
         name,
@@ -67,6 +78,14 @@ def load(config: WorkerConfig, manifest: Manifest, name: str, started: float) ->
         loaded.import_seconds,
     )
     return loaded
+
+
+def _is_app_dir(app_dir: Path) -> bool:
+    # Imported only for an artifact without flash_manifest.json: artifacts for Runpod's 1.x
+    # images, whose core leaves the second front end out (pack/core.py), never get here.
+    from ..appmanifest import APP_MANIFEST_NAME
+
+    return (app_dir / APP_MANIFEST_NAME).is_file()
 
 
 def main() -> int:

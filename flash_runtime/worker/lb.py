@@ -30,8 +30,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..envvars import flag, number
 from ..errors import FlashError
@@ -41,6 +41,8 @@ from .loader import LoadedResource
 from .logs import RequestLog
 
 if TYPE_CHECKING:
+    import asyncio
+
     import uvicorn
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -193,6 +195,10 @@ class LBWorker:
         self.ready = threading.Event()
         self._server: uvicorn.Server | None = None
         self._stopping = False
+        # The serving loop (for start-up hooks of 2.0 apps), and what runs once it has stopped.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_ready = threading.Event()
+        self._shutdown: Callable[[], Coroutine[Any, Any, Any]] | None = None
 
     def run(self) -> int:
         """Bind, start loading, serve until told to stop; returns the exit code."""
@@ -234,7 +240,7 @@ class LBWorker:
         )
         if self.access_log:
             logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-        server = _server_class()(uvicorn_config)
+        server = _server_class(self)(uvicorn_config)
         self._server = server
         if self._stopping:
             server.should_exit = True
@@ -256,9 +262,15 @@ class LBWorker:
     def _load(self) -> None:
         try:
             loaded = self._prepare()
-            from .router import Router
+            if loaded.asgi is not None:
+                router = loaded.asgi
+            else:
+                from .router import Router
 
-            router = Router.for_resource(loaded, max_body_bytes=self.max_body_bytes)
+                router = Router.for_resource(loaded, max_body_bytes=self.max_body_bytes)
+            if loaded.startup is not None:
+                self._on_loop(loaded.startup)
+            self._shutdown = loaded.shutdown
         except BaseException as err:
             self.exit_code = 1
             if isinstance(err, FlashError):
@@ -274,11 +286,20 @@ class LBWorker:
             return
         self.app.router = router
         self.ready.set()
+        routes = getattr(router, "routes", None) if loaded.asgi is None else None
         log.info(
             "ready: %s serves %s",
             loaded.name,
-            ", ".join(route.key for route in router.routes),
+            ", ".join(route.key for route in routes) if routes else "its ASGI app",
         )
+
+    def _on_loop(self, start: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Run a start-up coroutine on the serving event loop (from the loading thread)."""
+        import asyncio
+
+        self._loop_ready.wait()
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -286,7 +307,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def _server_class() -> type[uvicorn.Server]:
+def _server_class(worker: LBWorker) -> type[uvicorn.Server]:
     """uvicorn's Server, exiting 0 after a graceful shutdown on SIGTERM.
 
     (uvicorn re-raises the captured signal once it has shut down, which would end the process
@@ -310,10 +331,19 @@ def _server_class() -> type[uvicorn.Server]:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            import asyncio
+
+            worker._loop = asyncio.get_running_loop()
+            worker._loop_ready.set()
+            await super().startup(sockets)
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             log.info(
                 "shutting down: finishing %d request(s) in flight", len(self.server_state.tasks)
             )
             await super().shutdown(sockets)
+            if worker._shutdown is not None:
+                await worker._shutdown()
 
     return Server

@@ -7,7 +7,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,8 @@ class Callee:
     func: Callable[..., Any]
     kind: Kind
     args: ArgSpec
+    # A 2.0 app's route method: called with the whole JSON body (or nothing), not its fields.
+    whole_body: bool = False
 
 
 @dataclass
@@ -80,6 +82,13 @@ class LoadedResource:
     app_dir: Path
     functions: list[LoadedFunction]
     import_seconds: float = 0.0
+    # Set by the 2.0 front end (``apps.py``): the routes of an api class (instead of the
+    # functions' own), the user's ASGI app of an api factory (instead of our router), and what
+    # runs on the serving event loop before it is ready and after it stops.
+    routes: list[tuple[str, str, Callee]] | None = None
+    asgi: Any = None
+    startup: Callable[[], Coroutine[Any, Any, Any]] | None = None
+    shutdown: Callable[[], Coroutine[Any, Any, Any]] | None = None
 
     @property
     def endpoint_type(self) -> str:

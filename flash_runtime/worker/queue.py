@@ -43,6 +43,8 @@ def serve(config: WorkerConfig, loaded: LoadedResource) -> int:
             "default) or 'runpod' (runpod.serverless.start)"
         )
     if config.queue_loop == "runpod":
+        if loaded.startup is not None:
+            asyncio.run(loaded.startup())
         return _serve_official(config, handler)
     job_loop = JobLoop(JobURLs.from_config(config), handler)
     log.info(
@@ -52,6 +54,8 @@ def serve(config: WorkerConfig, loaded: LoadedResource) -> int:
         handler.slots,
     )
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        if loaded.startup is not None:  # a 2.0 app's coroutine init hook, on the serving loop
+            runner.run(loaded.startup())
         return runner.run(_serve_until_signalled(job_loop))
 
 

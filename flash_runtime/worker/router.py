@@ -50,7 +50,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import describe
 from . import request_context
-from .arguments import ArgSpec, InvalidArguments, MalformedBody, decode_object
+from .arguments import ArgSpec, InvalidArguments, MalformedBody, decode_any, decode_object
 from .lb_responses import error_response, send_result
 from .loader import Callee, LoadedResource, kind_of
 
@@ -117,6 +117,7 @@ class BoundRoute:
         "path_types",
         "regex",
         "request_params",
+        "whole_body",
     )
 
     def __init__(self, method: str, path: str, callee: Callee) -> None:
@@ -145,8 +146,11 @@ class BoundRoute:
         self.list_fields = frozenset(name for name, hint in fields.items() if _is_sequence(hint))
         self.request_params = _request_params(callee.func)
         self.body_args = method in BODY_METHODS
+        self.whole_body = callee.whole_body
         # The hot path: the body is the whole argument set, decoded and checked in one pass.
-        self.fast = self.body_args and not self.path_params and not self.request_params
+        self.fast = (
+            self.body_args and not self.path_params and not self.request_params
+        ) and not self.whole_body
 
     @property
     def key(self) -> str:
@@ -200,6 +204,8 @@ class Router:
         """The router of a loaded load-balanced resource, from its functions' HTTP routes."""
         from ..errors import ManifestError
 
+        if loaded.routes is not None:
+            return cls(loaded.routes, max_body_bytes=max_body_bytes)
         routes: list[tuple[str, str, Callee]] = []
         for fn in loaded.functions:
             entry = fn.entry
@@ -387,12 +393,16 @@ class Router:
             body = await self._body(receive, content_length)
             if route.fast:
                 return spec.from_json(body)
+            if route.whole_body:
+                return {"body": decode_any(body)} if body.strip() else {}
             data = decode_object(body)
             for name, value in path_values.items():
                 data[name] = route.path_value(name, value)
             for name in route.request_params:
                 data[name] = None
             kwargs = spec.from_mapping(data, fixed=(*path_values, *route.request_params))
+        elif route.whole_body:
+            return {}
         else:
             data = _query(scope["query_string"], route.list_fields)
             data.update(path_values)

@@ -21,6 +21,7 @@ from conftest import APPS
 from flash_runtime import manifest as manifest_mod
 from flash_runtime.pack import BuildError, BuildResult, InitError, build, init_project
 from flash_runtime.pack.cli import build_command, init_command
+from flash_runtime.pack.core import CORE_ZIP, VENDOR_DIR
 from flash_runtime.pack.files import BUILTIN_IGNORES
 
 
@@ -69,9 +70,17 @@ def test_init_template_builds_small_with_the_lb_echo_route(
     )
     assert "# hello-app" in (project / "README.md").read_text()
     # No skip_deps: the template's only dependency (torch) is declared by the GPU endpoint, and
-    # Runpod's GPU image has it. The artifact carries the worker core for Runpod's images.
+    # Runpod's GPU image has it. The artifact carries the worker core for Runpod's images
+    # (about 1 MB compressed, mostly msgspec's and orjson's compiled modules; without the second
+    # front end, which 1.x artifacts never use).
     result = build(project)
-    assert result.image_target == "official" and 0 < result.core_bytes < 1024 * 1024
+    assert result.image_target == "official" and 0 < result.core_bytes < 1.1 * 1024 * 1024
+    with tarfile.open(result.artifact) as tar:
+        core = tar.extractfile(f"{VENDOR_DIR}/{CORE_ZIP}")
+        assert core is not None
+        zipped = zipfile.ZipFile(io.BytesIO(core.read())).namelist()
+    assert "flash_runtime/worker/router.py" in zipped
+    assert not [n for n in zipped if n.endswith(("worker/apps.py", "appmanifest.py"))]
     assert result.size < result.core_bytes + 100 * 1024
     assert result.deps_cached is None and result.left_out == {
         "torch": "preinstalled in Runpod's GPU Flash image"

@@ -313,19 +313,36 @@ def test_save_update_and_delete_an_endpoint(
     )
     assert spec.env["MODE"] == "x" and spec.env["FLASH_RESOURCE_NAME"] == "api"
 
-    # Runpod's update: the settings with the endpoint's templateId (an inline template would be
-    # a second template of the same name, which Runpod refuses).
+    # Runpod's update: the settings with the endpoint's templateId.
     update = {**endpoint_payload("api", env["id"], workersMax=5), "id": saved["id"]}
-    with pytest.raises(GraphQLRequestError, match=r"a template named 't-api-.*' already exists"):
-        cp.call(lambda c: c.save_endpoint(update))
     with pytest.raises(GraphQLRequestError, match="not both"):
         cp.call(lambda c: c.save_endpoint({**update, "templateId": saved["templateId"]}))
-    del update["template"]
+    inline = update.pop("template")
     updated = cp.call(lambda c: c.save_endpoint({**update, "templateId": saved["templateId"]}))
     assert updated["id"] == saved["id"] and updated["version"] == 2 and updated["workersMax"] == 5
     assert updated["templateId"] == saved["templateId"]
     assert cp.runtime.applied[-1].workers_max == 5
     assert cp.runtime.applied[-1].template_version == spec.template_version  # no roll
+
+    # The Runpod SDK 2.0's update: the endpoint's own template again, inline and by its name,
+    # with a new env: replaced in place (same id), and the workers roll onto it.
+    changed = {**inline, "env": [*inline["env"], {"key": "RUNPOD_BUILD_ID", "value": "b2"}]}
+    rolled = cp.call(lambda c: c.save_endpoint({**update, "template": changed}))
+    assert rolled["templateId"] == saved["templateId"] and rolled["version"] == 3
+    assert cp.runtime.applied[-1].env["RUNPOD_BUILD_ID"] == "b2"
+    assert cp.runtime.applied[-1].template_version != spec.template_version
+    # A name another template holds is still refused.
+    other = {**inline, "name": "held-elsewhere"}
+    cp.call(
+        lambda c: c.save_template(
+            {**other, "containerDiskInGb": 5, "dockerArgs": "", "volumeInGb": 0}
+        )
+    )
+    with pytest.raises(
+        GraphQLRequestError, match="a template named 'held-elsewhere' already exists"
+    ):
+        cp.call(lambda c: c.save_endpoint({**update, "template": other}))
+    assert cp.call(lambda c: c.template(saved["templateId"]))["name"] == inline["name"]
 
     environment = cp.call(lambda c: c.environment(env["id"]))
     assert environment["state"] == "deployed"

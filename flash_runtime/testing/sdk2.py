@@ -1,0 +1,169 @@
+"""The Runpod SDK 2.0 (``runpod.App``, the ``rp`` CLI) in a virtual environment of its own, and
+a wheelhouse for its deploys, so that tests and benchmarks drive the real 2.0 client offline.
+
+``rp flash deploy`` vendors the worker's packages (its ``RUNTIME_REQUIREMENTS``, and FastAPI
+with uvicorn for apps with api resources) with ``pip install --target env/ --only-binary :all:
+--platform manylinux...`` for the workers' Python. :func:`ensure_sdk2` downloads exactly those
+wheels once into ``wheels/`` beside the environment, and :meth:`Sdk2Env.env` points pip at them
+(``PIP_NO_INDEX``, ``PIP_FIND_LINKS``): deploys then need no network. Like
+``testing/reference.py`` it is made once (a marker file records success), under a file lock, so
+``scripts/test`` can prepare it in the background while the suite starts
+(``python -m flash_runtime.testing.sdk2 build/``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VERSION = "2.0.0rc2"
+REQUIREMENT = f"runpod=={VERSION}"
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+MARKER = ".sdk2-complete"
+# What a project's own dependencies may need besides the SDK's (the fixture apps use none).
+EXTRA_WHEELS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sdk2Env:
+    root: Path
+    setup_seconds: float  # 0 when reused
+
+    @property
+    def python(self) -> str:
+        return str(self.root / "bin" / "python")
+
+    @property
+    def rp(self) -> str:
+        return str(self.root / "bin" / "rp")
+
+    @property
+    def wheels(self) -> Path:
+        return self.root / "wheels"
+
+    def env(
+        self, base: dict[str, str], platform_url: str, key: str, tls_url: str, bundle: Path
+    ) -> dict[str, str]:
+        """``base`` set up for the 2.0 SDK against a local platform: its GraphQL and REST at the
+        platform's URL, the data plane at its TLS front (``https://flash.localhost:...``, whose
+        CA ``bundle`` holds), the platform's key, and pip offline on the wheelhouse."""
+        env = {
+            k: v
+            for k, v in base.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith(("RUNPOD_", "FLASH_"))
+        }
+        env.update(
+            PATH=f"{self.root / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            VIRTUAL_ENV=str(self.root),
+            RUNPOD_API_KEY=key,
+            RUNPOD_API_BASE_URL=platform_url,
+            RUNPOD_ENDPOINT_BASE_URL=f"{tls_url}/v2",
+            SSL_CERT_FILE=str(bundle),
+            PIP_NO_INDEX="1",
+            PIP_FIND_LINKS=str(self.wheels),
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+            PIP_NO_COMPILE="1",
+        )
+        return env
+
+
+def default_root(base: Path) -> Path:
+    return base / f"runpod-sdk-{VERSION}-py{PY}"
+
+
+def _installer(python: str) -> list[str]:
+    try:  # uv when it is there (the dev environment has it): the same install, many times faster
+        from uv import find_uv_bin
+
+        return [
+            str(find_uv_bin()),
+            "pip",
+            "install",
+            "-q",
+            "--prerelease=allow",
+            "--python",
+            python,
+        ]
+    except ImportError:
+        return [python, "-m", "pip", "install", "-q", "--pre"]
+
+
+def ensure_sdk2(root: Path) -> Sdk2Env:
+    """The 2.0 SDK's environment and wheelhouse at ``root``, made when missing or half made.
+    RuntimeError with the installer's output when that fails (it needs PyPI)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / MARKER).is_file():
+            return Sdk2Env(root, 0.0)
+        if root.exists():
+            shutil.rmtree(root)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        python = str(root / "bin" / "python")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        _run([*_installer(python), REQUIREMENT], env)
+        # The wheels `rp flash deploy` vendors, as the SDK itself lists them.
+        listed = subprocess.run(
+            [
+                python,
+                "-c",
+                "import json; from runpod.apps import build as b; print(json.dumps("
+                "[list(b.RUNTIME_REQUIREMENTS), list(b.API_RUNTIME_REQUIREMENTS),"
+                " list(b.MANYLINUX_PLATFORMS)]))",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runtime, api, platforms = json.loads(listed.stdout)
+        download = [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "-d",
+            str(root / "wheels"),
+            "--only-binary",
+            ":all:",
+            "--python-version",
+            PY,
+            "--implementation",
+            "cp",
+        ]
+        for platform in platforms:
+            download += ["--platform", platform]
+        _run([*download, *runtime, *api, *EXTRA_WHEELS], env)
+        (root / MARKER).write_text(VERSION)
+        return Sdk2Env(root, time.perf_counter() - started)
+
+
+def _run(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"making the Runpod SDK {VERSION} environment failed: {' '.join(command[:6])} ...\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+
+
+def main() -> int:
+    """``python -m flash_runtime.testing.sdk2 BASE``: make the environment under ``BASE``."""
+    base = Path(sys.argv[1] if len(sys.argv) > 1 else "build")
+    made = ensure_sdk2(default_root(base))
+    print(f"runpod SDK {VERSION}: {made.root} ({made.setup_seconds:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
