@@ -10,6 +10,7 @@ a deploy shows; a FlashError refuses the endpoint. ``launch`` is then cheap, per
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ WORKER_COMMAND = (sys.executable, "-m", "flash_runtime.bootstrap")
 # Where Runpod mounts an endpoint's network volume in its workers.
 VOLUME_MOUNT = "/runpod-volume"
 VOLUME_PATH_ENV = "RUNPOD_VOLUME_PATH"
+ENDPOINT_VOLUME = "/runpod-volume"  # where Runpod mounts an endpoint's network volume
 BackendName = Literal["process", "docker"]
 
 
@@ -151,6 +153,8 @@ class ProcessBackend:
         if spec.volume_dir:
             Path(spec.volume_dir).mkdir(parents=True, exist_ok=True)
             env[VOLUME_PATH_ENV] = spec.volume_dir
+            if "RUNPOD_MOUNTS" in env:  # a Runpod SDK 2.0 app's: its volume is that directory
+                env["RUNPOD_MOUNTS"] = rebind_mounts(env["RUNPOD_MOUNTS"], spec.volume_dir)
         self.config.apps_dir.mkdir(parents=True, exist_ok=True)
         if self.own_env and spec.entry == "flash":
             return Launch(list(self.command), self.config.apps_dir, env)
@@ -182,6 +186,26 @@ class ProcessBackend:
 
     def close(self) -> None:
         """Nothing to clean up."""
+
+
+def rebind_mounts(raw: str, volume_dir: str) -> str:
+    """``RUNPOD_MOUNTS`` (the Runpod SDK 2.0's JSON list of ``{kind, reference, id, path}``)
+    with the network volume's ``/runpod-volume`` moved to ``volume_dir``: a process worker has
+    no mount, only the host directory. Anything unreadable is left for the worker to report."""
+    try:
+        bindings = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if not isinstance(bindings, list):
+        return raw
+    for binding in bindings:
+        if (
+            isinstance(binding, dict)
+            and binding.get("kind") == "network"
+            and binding.get("path") == ENDPOINT_VOLUME
+        ):
+            binding["path"] = volume_dir
+    return json.dumps(bindings)
 
 
 def _port(env: dict[str, str]) -> int | None:

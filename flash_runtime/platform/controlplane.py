@@ -55,7 +55,7 @@ from .. import manifest as manifest_schema
 from ..errors import FlashError, ManifestError
 from ..pack.builder import max_artifact_bytes
 from ..protocol.local import PlatformConfig
-from . import rest2, volumes
+from . import rest2, tls, volumes
 from .controlplane_store import (
     App,
     Build,
@@ -655,7 +655,7 @@ class ControlPlane:
             scaler_value=setting("scalerValue", "scaler_value"),
             execution_timeout_ms=setting("executionTimeoutMs", "execution_timeout_ms"),
             max_concurrency=int(resource.get("max_concurrency") or 1),
-            env=dict(template.env) if template else {},
+            env=self._worker_env(template, build),
             image=(template.image_name or "") if template else "",
             template_version=_digest(template.to_input()) if template else "",
             # Our artifacts carry our worker core and say which images they target; any other
@@ -666,6 +666,16 @@ class ControlPlane:
             gpu_ids=str(endpoint.settings.get("gpuIds") or ""),
             volume_dir=self._volume_dir(endpoint),
         )
+
+    def _worker_env(self, template: Template | None, build: Build) -> dict[str, str]:
+        """The template's env; for a Runpod SDK 2.0 app's workers, also the data plane at the
+        TLS front (their SDK calls load-balanced siblings at ``https://flash.{host}``) and the
+        CA bundle that trusts it, unless the template says otherwise."""
+        env = dict(template.env) if template else {}
+        if appmanifest.is_app_manifest(build.manifest) and tls.enabled():
+            env.setdefault("RUNPOD_ENDPOINT_BASE_URL", f"{self.config.tls_url}/v2")
+            env.setdefault("SSL_CERT_FILE", str(tls.bundle_path(self.config)))
+        return env
 
     def _volume_dir(self, endpoint: Endpoint) -> str:
         """The host directory of the endpoint's network volume: one per (app, environment,

@@ -87,6 +87,12 @@ class DockerBackend:
                 f"docker build -f {dockerfile} --build-arg PYTHON_VERSION={python} "
                 f"-t {image} .   (in a flash_runtime checkout)"
             )
+        if kind.startswith("sdk"):  # our image is also a Runpod SDK 2.0 runtime
+            dockerfile = "Dockerfile.cpu" if kind.endswith("cpu") else "Dockerfile.gpu"
+            return (
+                f"docker build -f {dockerfile} --build-arg PYTHON_VERSION={python} "
+                f"-t {image} .   (in a flash_runtime checkout: our bootstrap boots 2.0 artifacts)"
+            )
         if kind.startswith("official"):
             return (
                 f"docker pull {image}   (or, offline, an emulation of it: docker build -f "

@@ -14,6 +14,11 @@ official-gpu   the same and numpy; torch is the image's, see below
 flash-cpu      flash_runtime's worker core (its dependencies at this install's versions) and
                ``images/cpu.txt``; workers run ``python -m flash_runtime.bootstrap``
 flash-gpu      the same with ``images/gpu.txt``
+sdk-cpu        the Runpod SDK 2.0's runtime images (``runpod/queue``, ``runpod/api``,
+               ``runpod/task``; ``py3.X`` tags): the worker core only, since a 2.0 artifact
+               carries its packages (``env/``); our bootstrap is the runtime
+sdk-gpu        the same ``-gpu`` images, which also hold the torch family the 2.0 deploy
+               leaves out of artifacts (borrowed, see below)
 custom         an ``Endpoint(image=...)`` the platform cannot know: the worker core only
 ============== =============================================================================
 
@@ -58,6 +63,9 @@ FORMAT = 2
 # of PyTorch come from download.pytorch.org).
 UNINSTALLABLE = frozenset({"torch", "torchvision", "torchaudio", "triton"})
 _IMAGE = re.compile(r"^(?P<repo>.+)/(?P<name>flash(?:-lb)?(?:-cpu)?):py(?P<python>3\.\d+)(?:-|$)")
+_SDK_IMAGE = re.compile(r"^runpod/(?:queue|api|task)(?P<gpu>-gpu)?:py3\.\d+(?:-|$)")
+# What the 2.0 deploy leaves out of artifacts for its GPU images (runpod.apps.build).
+SDK_GPU_PACKAGES = ("torch", "torchvision", "torchaudio", "triton")
 _made = threading.Lock()
 KEEP_CORES = 3  # worker core copies kept besides the current one
 
@@ -103,6 +111,9 @@ def image_kind(image: str) -> str:
     """The kind of environment an endpoint with template image ``image`` runs in."""
     found = _IMAGE.match(image.strip())
     if found is None:
+        sdk = _SDK_IMAGE.match(image.strip())
+        if sdk is not None:
+            return "sdk-gpu" if sdk["gpu"] else "sdk-cpu"
         return "custom"
     family = "official" if found["repo"] == OFFICIAL_REPOSITORY else "flash"
     return f"{family}-{'cpu' if found['name'].endswith('cpu') else 'gpu'}"
@@ -126,8 +137,10 @@ def recipe(kind: str) -> Recipe:
         )
         image_only = tuple(sorted(n for n in packages if n in UNINSTALLABLE))
         return Recipe(kind, (*core, *installable), image_only)
-    if kind == "custom":
+    if kind in ("custom", "sdk-cpu"):
         return Recipe(kind, core)
+    if kind == "sdk-gpu":
+        return Recipe(kind, core, SDK_GPU_PACKAGES)
     raise FlashError(f"unknown image environment kind {kind!r}")
 
 

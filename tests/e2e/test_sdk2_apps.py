@@ -1,0 +1,269 @@
+"""Runpod SDK 2.0 apps (``runpod.App``) on our runtime and our local platform, driven by the real
+2.0 client (``rp`` and the SDK's handles, in a virtual environment of their own: ``build/``).
+
+``rp flash deploy`` builds its own artifact (source, ``env/`` of vendored wheels, offline from a
+wheelhouse, and ``runpod_manifest.json``), creates the app, environment, build and endpoints
+through the platform's GraphQL and REST, and the SDK calls them: queue functions through the
+sentinel (``/v2/flash/...`` with X-Flash-* headers), api resources at
+``https://flash.flash.localhost:<tls port>`` (the platform's TLS front, trusted through
+``SSL_CERT_FILE``). Workers are our bootstrap, in the platform's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runpod
+from support import FlashCLI
+
+from flash_runtime.protocol.wire import bearer
+from flash_runtime.testing.net import call, free_port
+from flash_runtime.testing.sdk2 import Sdk2Env, default_root, ensure_sdk2
+
+REPO = Path(__file__).resolve().parents[2]
+APPS = REPO / "tests" / "apps"
+
+
+@dataclass
+class Platform:
+    cli: FlashCLI
+    sdk: Sdk2Env
+    url: str
+    key: str
+    home: Path
+    env: dict[str, str]  # the 2.0 client's
+
+    def rp(self, *args: str, cwd: Path, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [self.sdk.rp, *args],
+            cwd=cwd,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, f"rp {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def client(self, project: Path, source: str) -> Any:
+        """Run ``source`` with the 2.0 SDK in ``project`` (its app importable as ``main``); the
+        script prints one JSON line, returned decoded."""
+        done = subprocess.run(
+            [self.sdk.python, "-c", source],
+            cwd=project,
+            env={**self.env, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, f"client:\n{done.stdout}\n{done.stderr}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def graphql(self, query: str) -> dict[str, Any]:
+        status, body = call(
+            "POST", f"{self.url}/graphql", body={"query": query}, headers=bearer(self.key)
+        )
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    sdk = ensure_sdk2(default_root(REPO / "build"))
+    base = tmp_path_factory.mktemp("sdk2")
+    home = base / "flash_home"
+    tls_port = free_port()
+    cli = FlashCLI(home, base, FLASH_PLATFORM_TLS_PORT=str(tls_port))
+    cli("platform", "start")
+    key = cli.status()["api_key"]
+    user_home = base / "home"  # the 2.0 CLI keeps its own state under HOME
+    user_home.mkdir()
+    env = sdk.env(
+        {**os.environ, "HOME": str(user_home)},
+        cli.url,
+        key,
+        f"https://flash.localhost:{tls_port}",
+        home / "platform" / "tls" / "bundle.pem",
+    )
+    try:
+        yield Platform(cli, sdk, cli.url, key, home, env)
+    finally:
+        cli.stop()
+
+
+def _project(name: str, dest: Path) -> Path:
+    project = dest / name
+    shutil.copytree(APPS / name, project)
+    return project
+
+
+SHOP_CLIENT = """
+import asyncio, json
+import main
+
+async def calls():
+    out = {}
+    out["remote"] = await main.greet.remote.aio("ada")
+    out["remote_sync"] = main.greet.remote("bob", punct="?")
+    job = await main.greet.spawn.aio("cy")
+    out["spawned"] = await job.result.aio()
+    out["status"] = await job.status.aio()
+    out["stream"] = [chunk async for chunk in main.count.stream.aio(3)]
+    out["aggregate"] = await main.count.remote.aio(2)
+    out["add"] = await main.Calc.post.aio("/add", {"x": 5})
+    out["base"] = await main.Calc.get.aio("/base")
+    out["site"] = await main.site.get.aio("/hello")
+    # runpod.Queue / runpod.Api: the same resources by name, without importing the app
+    queue = runpod.Queue(app="sdk2-shop", name="greet")
+    out["stub"] = await queue.remote.aio(name="dee")
+    api = runpod.Api(app="sdk2-shop", name="calc")
+    out["stub_api"] = await api.post.aio("/add", {"x": 1})
+    return out
+
+import runpod
+print(json.dumps(asyncio.run(calls())))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_2_0_app_deploys_from_the_real_client_and_every_handle_calls_it(
+    platform: Platform, tmp_path: Path
+) -> None:
+    p = platform
+    project = _project("sdk2_app", tmp_path)
+
+    # A secret: stored by `rp secret add`, listed without its value, never in an API answer.
+    p.rp("secret", "add", "shop-token", cwd=project, stdin="tok-123\n")
+    assert "shop-token" in p.rp("secret", "list", cwd=project)
+    listed = p.graphql("{ myself { secrets { id name description createdAt } } }")
+    assert [s["name"] for s in listed["data"]["myself"]["secrets"]] == ["shop-token"]
+    assert "tok-123" not in json.dumps(listed)
+
+    out = p.rp("flash", "deploy", cwd=project)
+    assert "sdk2-shop/default is live" in out
+
+    # What the platform holds: the app, its environment, the build of the 2.0 manifest, one
+    # endpoint per queue and api resource (the task has none), on the 2.0 runtime images.
+    apps = p.graphql(
+        "{ myself { flashApps { name flashEnvironments { name activeBuildId"
+        " endpoints { id name type template { imageName env { key value } } } } } } }"
+    )["data"]["myself"]["flashApps"]
+    (app,) = [a for a in apps if a["name"] == "sdk2-shop"]
+    (env,) = app["flashEnvironments"]
+    assert env["name"] == "default" and env["activeBuildId"]
+    endpoints = {e["name"]: e for e in env["endpoints"]}
+    assert set(endpoints) == {"greet", "count", "calc", "site"}
+    assert endpoints["calc"]["type"] == "LB" and endpoints["greet"]["type"] == "QB"
+    assert endpoints["greet"]["template"]["imageName"] == f"runpod/queue:py{_py()}-latest"
+    template_env = {kv["key"]: kv["value"] for kv in endpoints["greet"]["template"]["env"]}
+    assert template_env["TOKEN"] == "{{ RUNPOD_SECRET_shop-token }}"  # the reference, not the value
+
+    got = p.client(project, SHOP_CLIENT)
+    assert got["remote"] == {"text": "hello ada!", "warm": True, "token": "tok-123", "slots": "2"}
+    assert got["remote_sync"]["text"] == "hello bob?"
+    assert got["spawned"]["text"] == "hello cy!" and got["status"] == "COMPLETED"
+    assert got["stream"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert got["aggregate"] == [{"i": 0}, {"i": 1}]
+    assert got["add"] == {"sum": 105} and got["base"] == {"base": 100}
+    assert got["site"] == {"hello": "world", "started": "yes"}
+    assert got["stub"]["text"] == "hello dee!" and got["stub_api"] == {"sum": 101}
+
+    # The official runpod client (1.x) reaches the same queue endpoint by its id.
+    runpod.endpoint_url_base = f"{p.url}/v2"
+    greet = runpod.Endpoint(endpoints["greet"]["id"], api_key=p.key)
+    assert greet.run_sync({"name": "eve"}, timeout=60)["text"] == "hello eve!"
+    # Bad input is a clear error, and the worker goes on.
+    status, failed = call(
+        "POST",
+        f"{p.url}/v2/{endpoints['greet']['id']}/runsync",
+        {"input": {"nom": "x"}},
+        headers=bearer(p.key),
+    )
+    assert status == 200 and failed["status"] == "FAILED" and "name" in failed["error"]
+    assert greet.run_sync({"name": "fay"}, timeout=60)["text"] == "hello fay!"
+    # A route body that is not JSON is a 400 (the 2.0 runtime would call the method without it).
+    calc = endpoints["calc"]["id"]
+    bad = urllib.request.Request(
+        f"{p.url}/add",
+        data=b"{nope",
+        method="POST",
+        headers={**bearer(p.key), "Host": f"{calc}.localhost", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad, timeout=30)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"] == "MalformedBody"
+
+    p.rp("secret", "delete", "shop-token", cwd=project, stdin="y\n")
+    assert p.graphql("{ myself { secrets { name } } }")["data"]["myself"]["secrets"] == []
+
+
+LEDGER_CLIENT = """
+import asyncio, json
+import main
+
+async def calls():
+    job = await main.ledger.spawn.aio("a", fail_once=True)
+    try:
+        await job.result.aio()
+        first = "COMPLETED"
+    except Exception as err:
+        first = type(err).__name__
+    failed = await job.status.aio()
+    retried = await job.retry.aio()
+    again = await retried.result.aio()
+    second = await main.ledger.remote.aio("b")
+    return {"first": first, "failed": failed, "again": again, "second": second}
+
+print(json.dumps(asyncio.run(calls())))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_2_0_app_mounts_its_volume_retries_a_failed_job_and_rolls_on_redeploy(
+    platform: Platform, tmp_path: Path
+) -> None:
+    p = platform
+    project = _project("sdk2_volume", tmp_path)
+    p.rp("flash", "deploy", cwd=project)
+
+    got = p.client(project, LEDGER_CLIENT)
+    assert got["first"] == "RemoteExecutionError" and got["failed"] == "FAILED"
+    assert got["again"] == {"lines": ["a"], "release": "v1"}  # the same job, run again
+    assert got["second"] == {"lines": ["a", "b"], "release": "v1"}
+    # The volume: the 2.0 deploy made it through REST (name, size, data centre) ...
+    status, volumes = call("GET", f"{p.url}/v2/network-volumes", headers=bearer(p.key))
+    assert status == 200
+    (volume,) = volumes["networkVolumes"]
+    assert volume["name"] == "sdk2-data" and volume["dataCenter"] == "EU-RO-1"
+    # ... and its data is the host directory of (app, environment, volume).
+    book = p.home / "platform" / "volumes" / "sdk2-ledger" / "default" / "sdk2-data" / "ledger.txt"
+    assert book.read_text().splitlines() == ["a", "b"]
+
+    # A redeploy: the same endpoint, its own template replaced (a new RUNPOD_BUILD_ID), the
+    # workers rolled onto the new build; the volume's data stays.
+    main = project / "main.py"
+    main.write_text(main.read_text().replace('RELEASE = "v1"', 'RELEASE = "v2"'))
+    p.rp("flash", "deploy", cwd=project)
+    again = p.client(project, "import json, main; print(json.dumps(main.ledger.remote('c')))")
+    assert again == {"lines": ["a", "b", "c"], "release": "v2"}
+
+
+def _py() -> str:
+    import sys
+
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
