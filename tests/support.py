@@ -62,6 +62,7 @@ class RecordingRuntime:
     failing: set[str] = field(default_factory=set)
     python_versions: frozenset[str] = frozenset({"3.11", "3.12", "3.13"})
     secrets: SecretStore = field(default_factory=SecretStore.in_memory)
+    pods: Any = None  # task pods: none here
 
     async def apply(self, spec: EndpointSpec) -> str:
         if spec.name in self.failing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from pathlib import Path
 
 import click
 
@@ -57,6 +58,14 @@ from .session import DEFAULT_HOST, DEFAULT_PORT
     is_flag=True,
     help="runpod-flash's switch to provision every endpoint at start; here they always are.",
 )
+@click.option(
+    "--once",
+    is_flag=True,
+    help="With MODULE: deploy, run the entrypoint once, delete the live endpoints and exit.",
+)
+@click.argument(
+    "module", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -67,6 +76,8 @@ def run_command(
     exclude: tuple[str, ...],
     reload: bool,
     auto_provision: bool,
+    once: bool,
+    module: Path | None,
 ) -> None:
     """Serve the project's endpoints on localhost while you edit it.
 
@@ -83,6 +94,11 @@ def run_command(
     from ..pack.project import find_root
 
     del auto_provision  # every endpoint is deployed to the live environment at start anyway
+    if module is not None:  # a Runpod SDK 2.0 project: its local entrypoint (apps2.py)
+        _sdk2_dev(module, platform=platform, once=once, reload=reload)
+        return
+    if once:
+        fail(FlashError("--once goes with MODULE (a Runpod SDK 2.0 app's file)"))
     from .session import DevOptions, DevServer
 
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -104,5 +120,29 @@ def run_command(
     except FlashError as err:
         fail(err)
     except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _sdk2_dev(module: Path, *, platform: str, once: bool, reload: bool) -> None:
+    from ..platform.process import ensure_running
+    from ..protocol.local import PlatformConfig
+    from .apps2 import Sdk2Dev
+
+    if platform != "local":
+        fail(
+            FlashError(
+                "a Runpod SDK 2.0 project runs against Runpod with the SDK's own `rp flash dev`; "
+                "`flash dev MODULE` is for the local platform"
+            )
+        )
+    try:
+        config = PlatformConfig.load()
+        ensure_running(config)
+        session = Sdk2Dev(module, config, lambda line: click.echo(f"flash dev: {line}", err=True))
+        code = session.run(once=once, reload=reload)
+    except FlashError as err:
+        fail(err)
+    except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)

@@ -126,7 +126,7 @@ def vendored_pins() -> list[str]:
 
 # What artifacts for Runpod's 1.x images leave out of the core: those artifacts are
 # flash_manifest.json ones, never a Runpod SDK 2.0 app's (the second front end's).
-OFFICIAL_LEAVES_OUT = ("worker/apps.py", "appmanifest.py")
+OFFICIAL_LEAVES_OUT = ("worker/apps.py", "worker/task.py", "appmanifest.py")
 
 
 def prepare(python_version: str, progress: Callable[[str], None] | None = None) -> Core:

@@ -66,6 +66,7 @@ from .controlplane_store import (
     runpod_id,
 )
 from .model import EndpointSpec, Runtime
+from .pods import PodError
 from .secretstore import Secret, SecretError
 from .serverless import ApiError, bearer_ok, read_body
 from .uploads import (
@@ -563,6 +564,14 @@ class ControlPlane:
         self.store.delete_template(template.id)
         return True
 
+    # task pods (pods.py)
+
+    async def deploy_pod(self, data: dict[str, Any], *, gpu: bool) -> dict[str, Any]:
+        try:
+            return await self.runtime.pods.deploy(data, gpu=gpu)
+        except (PodError, FlashError) as err:
+            raise OperationError(str(err)) from None
+
     # secrets (values written once, never read back: secretstore.py)
 
     def create_secret(self, data: dict[str, Any]) -> Secret:
@@ -824,6 +833,10 @@ def _resolvers(cp: ControlPlane) -> dict[str, dict[str, Resolver]]:
             "deleteEndpoint": lambda _, info, id: cp.delete_endpoint(id),
             "saveTemplate": lambda _, info, input: cp.save_template(input),
             "deleteTemplate": lambda _, info, templateName: cp.delete_template(templateName),
+            "deployCpuPod": lambda _, info, input: cp.deploy_pod(input, gpu=False),
+            "podFindAndDeployOnDemand": lambda _, info, input=None: cp.deploy_pod(
+                input or {}, gpu=True
+            ),
             "secretCreate": lambda _, info, input: cp.create_secret(input),
             "secretDelete": lambda _, info, id: cp.delete_secret(id),
         },

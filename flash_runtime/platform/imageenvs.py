@@ -19,6 +19,9 @@ sdk-cpu        the Runpod SDK 2.0's runtime images (``runpod/queue``, ``runpod/a
                carries its packages (``env/``); our bootstrap is the runtime
 sdk-gpu        the same ``-gpu`` images, which also hold the torch family the 2.0 deploy
                leaves out of artifacts (borrowed, see below)
+sdk-task       ``runpod/task`` (and ``-gpu``): task pods, which get source code and no
+               artifact, so the image holds the 2.0 SDK (``SDK_VERSION``) and cloudpickle;
+               pods run our task runner (``worker/task.py``, standard library only)
 custom         an ``Endpoint(image=...)`` the platform cannot know: the worker core only
 ============== =============================================================================
 
@@ -63,7 +66,9 @@ FORMAT = 2
 # of PyTorch come from download.pytorch.org).
 UNINSTALLABLE = frozenset({"torch", "torchvision", "torchaudio", "triton"})
 _IMAGE = re.compile(r"^(?P<repo>.+)/(?P<name>flash(?:-lb)?(?:-cpu)?):py(?P<python>3\.\d+)(?:-|$)")
-_SDK_IMAGE = re.compile(r"^runpod/(?:queue|api|task)(?P<gpu>-gpu)?:py3\.\d+(?:-|$)")
+_SDK_IMAGE = re.compile(r"^runpod/(?P<kind>queue|api|task)(?P<gpu>-gpu)?:py3\.\d+(?:-|$)")
+# The Runpod SDK 2.0 release the task images hold here (the one this platform is tested with).
+SDK_VERSION = "2.0.0rc2"
 # What the 2.0 deploy leaves out of artifacts for its GPU images (runpod.apps.build).
 SDK_GPU_PACKAGES = ("torch", "torchvision", "torchaudio", "triton")
 _made = threading.Lock()
@@ -113,6 +118,8 @@ def image_kind(image: str) -> str:
     if found is None:
         sdk = _SDK_IMAGE.match(image.strip())
         if sdk is not None:
+            if sdk["kind"] == "task":
+                return "sdk-task"
             return "sdk-gpu" if sdk["gpu"] else "sdk-cpu"
         return "custom"
     family = "official" if found["repo"] == OFFICIAL_REPOSITORY else "flash"
@@ -141,6 +148,8 @@ def recipe(kind: str) -> Recipe:
         return Recipe(kind, core)
     if kind == "sdk-gpu":
         return Recipe(kind, core, SDK_GPU_PACKAGES)
+    if kind == "sdk-task":
+        return Recipe(kind, (f"runpod=={SDK_VERSION}", "cloudpickle"))
     raise FlashError(f"unknown image environment kind {kind!r}")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from .pods import Pods
     from .secretstore import SecretStore
 
 
@@ -58,6 +59,8 @@ class Runtime(Protocol):
     python_versions: frozenset[str]
     # Platform secrets, rendered into workers' environments (secretstore.py).
     secrets: SecretStore
+    # Task pods of Runpod SDK 2.0 apps (pods.py).
+    pods: Pods
 
     async def apply(self, spec: EndpointSpec) -> str:
         """Create or update an endpoint; returns its URL.

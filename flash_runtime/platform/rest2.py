@@ -16,6 +16,7 @@ the platform's own URL). Served here:
 ``GET /v2/catalog/cpus|gpus/{id}``      stock: ``HIGH`` in every data centre for CPUs, and
                                         for GPUs when this machine has enough of them
                                         (``NONE`` otherwise)
+``DELETE /v2/pods/{id}``                terminates a task pod (``pods.py``)
 ======================================  ==================================================
 
 Errors come back as Runpod's REST errors do (``{"title": ..., "detail": ...}``), which the SDK
@@ -229,7 +230,14 @@ def routes(
             }
         )
 
+    async def pod(request: Request) -> Response:
+        platform: Any = runtime
+        if not await platform.pods.terminate(request.path_params["pod_id"]):
+            raise RestError(404, f"pod {request.path_params['pod_id']!r} not found")
+        return Response(status_code=204)
+
     return [
+        Route("/v2/pods/{pod_id:path}", handler(pod), methods=["DELETE"]),
         Route("/v2/serverless", handler(endpoints), methods=["GET", "POST"]),
         Route(
             "/v2/serverless/{endpoint_id}",

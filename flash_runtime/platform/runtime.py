@@ -46,6 +46,7 @@ from .appdirs import AppDirs
 from .jobs import Job, JobStore
 from .metrics import Labels, Metrics
 from .model import EndpointSpec
+from .pods import Pods
 from .secretstore import SecretStore
 from .settings import RuntimeSettings
 from .state import EndpointState
@@ -91,6 +92,7 @@ class PlatformRuntime:
         self.metrics = Metrics()
         self.gpus = gpus.GpuPool(gpus.detect())
         self.secrets = SecretStore(self.conn)
+        self.pods = Pods(config, self.secrets)
         self.supervisor = Supervisor(
             config,
             self.settings,
@@ -152,6 +154,7 @@ class PlatformRuntime:
                 await ep.balancer.close()
         for task in list(self._background):
             task.cancel()
+        await self.pods.close()
         if self.session is not None:
             await self.session.close()
         await asyncio.to_thread(self.supervisor.backend.close)

@@ -79,6 +79,19 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
             raise ApiError(401, UNAUTHORIZED)
         return JSONResponse(await logs_api.query(runtime, request.query_params))
 
+    async def pod_proxy(request: Request) -> Response:
+        """A task pod's runner behind Runpod's proxy URL (``pods.py``); the runner checks the
+        pod's own token, as behind Runpod's proxy."""
+        body = await serverless.read_body(request)
+        status, payload, content_type = await runtime.pods.proxy(
+            request.path_params["short"],
+            request.query_params.get("to", ""),
+            request.method,
+            dict(request.headers),
+            body,
+        )
+        return Response(payload, status_code=status, media_type=content_type)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
@@ -109,6 +122,7 @@ def build_app(config: PlatformConfig, runtime: PlatformRuntime) -> ASGIApp:
         Route("/platform/status", status, methods=["GET"]),
         Route("/platform/logs", worker_logs, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/pods/{short}/proxy", pod_proxy, methods=["GET", "POST"]),
         *balancer.alias_routes(runtime),
         *controlplane.routes(cp_conn, runtime, config),
         *volumes.routes(cp_conn, config),

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-VERSION = "2.0.0rc2"
+from ..platform.imageenvs import SDK_VERSION as VERSION  # the release the platform runs
+
 REQUIREMENT = f"runpod=={VERSION}"
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 MARKER = ".sdk2-complete"

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 import runpod
-from support import FlashCLI
+from support import FLASH, FlashCLI
 
 from flash_runtime.protocol.wire import bearer
 from flash_runtime.testing.net import call, free_port
@@ -132,6 +133,10 @@ async def calls():
     out["stub"] = await queue.remote.aio(name="dee")
     api = runpod.Api(app="sdk2-shop", name="calc")
     out["stub_api"] = await api.post.aio("/add", {"x": 1})
+    # a task: a pod per call, started and terminated by the SDK
+    out["task"] = await main.crunch.remote.aio([1, 2, 3])
+    spawned = await main.crunch.spawn.aio([4, 5])
+    out["task_spawned"] = await spawned.wait(timeout=120)
     return out
 
 import runpod
@@ -181,6 +186,9 @@ def test_a_2_0_app_deploys_from_the_real_client_and_every_handle_calls_it(
     assert got["add"] == {"sum": 105} and got["base"] == {"base": 100}
     assert got["site"] == {"hello": "world", "started": "yes"}
     assert got["stub"]["text"] == "hello dee!" and got["stub_api"] == {"sum": 101}
+    assert got["task"] == 6 and got["task_spawned"] == 9
+    # Each pod's runner wrote its log, and the SDK deleted the pod (its process is gone).
+    assert len(list((p.home / "platform" / "logs" / "pods").glob("tp*.log"))) == 2
 
     # The official runpod client (1.x) reaches the same queue endpoint by its id.
     runpod.endpoint_url_base = f"{p.url}/v2"
@@ -267,3 +275,42 @@ def _py() -> str:
     import sys
 
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.mark.timeout(600)
+def test_flash_dev_runs_a_2_0_projects_entrypoint_against_live_endpoints(
+    platform: Platform, tmp_path: Path
+) -> None:
+    p = platform
+    project = _project("sdk2_volume", tmp_path)
+    env = {
+        **p.cli.env,
+        "FLASH_SDK2_PYTHON": p.sdk.python,
+        **{k: v for k, v in p.env.items() if k.startswith("PIP_")},
+    }
+    done = subprocess.run(
+        [*FLASH, "dev", "main.py", "--once"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "ENTRYPOINT {'lines': ['dev'], 'release': 'v1'}" in done.stdout
+    assert "deleted sdk2-ledger/live" in done.stderr
+    apps = p.graphql("{ myself { flashApps { name flashEnvironments { name } } } }")
+    (ledger,) = [a for a in apps["data"]["myself"]["flashApps"] if a["name"] == "sdk2-ledger"]
+    assert "live" not in [e["name"] for e in ledger["flashEnvironments"]]
+    # Without a Python that has the 2.0 SDK, it says how to get one.
+    refused = subprocess.run(
+        [*FLASH, "dev", "main.py", "--once"],
+        cwd=project,
+        env={**p.cli.env, "FLASH_SDK2_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0 and "FLASH_SDK2_PYTHON" in refused.stderr

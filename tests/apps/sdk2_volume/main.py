@@ -19,3 +19,8 @@ def ledger(entry: str, fail_once: bool = False):
     with book.open("a") as out:
         out.write(entry + "\n")
     return {"lines": book.read_text().splitlines(), "release": RELEASE}
+
+
+@runpod.local_entrypoint
+def main():
+    print("ENTRYPOINT", ledger.remote("dev"))
