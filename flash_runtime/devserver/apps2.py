@@ -85,18 +85,11 @@ def sdk2_python() -> str:
 
 
 def client_env(config: PlatformConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment the 2.0 SDK needs to talk to the local platform (what ``flash platform
-    env`` prints): GraphQL and REST at its URL, the data plane at its TLS front, its key."""
+    """``base`` (default: this process's environment) with what the 2.0 SDK needs to talk to
+    the local platform (``tls.client_environment``)."""
     from ..platform import tls
 
-    env = dict(os.environ if base is None else base)
-    env.update(
-        RUNPOD_API_KEY=config.api_key,
-        RUNPOD_API_BASE_URL=config.url,
-        RUNPOD_ENDPOINT_BASE_URL=f"{config.tls_url}/v2",
-        SSL_CERT_FILE=str(tls.bundle_path(config)),
-    )
-    return env
+    return {**(os.environ if base is None else base), **tls.client_environment(config)}
 
 
 class Sdk2Dev:

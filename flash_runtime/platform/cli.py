@@ -1,4 +1,4 @@
-"""``flash platform start|stop|status`` and ``flash logs ENDPOINT``."""
+"""``flash platform start|stop|status|env`` and ``flash logs ENDPOINT``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,26 @@ def stop_command() -> None:
     except FlashError as err:
         fail(err)
     click.echo("platform was not running" if pid is None else f"platform stopped (pid {pid})")
+
+
+@platform_group.command("env")
+@click.option("--start", is_flag=True, help="Start the platform first unless it runs.")
+def env_command(start: bool) -> None:
+    """Shell lines pointing the Runpod SDK (2.0's `rp` and `runpod.App`, or 1.x's client) at
+    this platform: `eval "$(flash platform env)"`."""
+    import shlex
+
+    from . import tls
+
+    config = PlatformConfig.load()
+    if start:
+        try:
+            process.ensure_running(config)
+        except FlashError as err:
+            fail(err)
+    tls.ensure_certificates(config)  # the bundle exists before the platform first starts
+    for key, value in tls.client_environment(config).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
 
 
 @platform_group.command("status")

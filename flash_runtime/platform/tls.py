@@ -147,6 +147,18 @@ def _make(folder: Path) -> None:
     (folder / "bundle.pem").write_bytes(trusted + b"\n" + ca.public_bytes(pem))
 
 
+def client_environment(config: PlatformConfig) -> dict[str, str]:
+    """What the Runpod SDK (2.0's ``rp`` and ``runpod.App``; 1.x's client too) needs to talk to
+    this platform: GraphQL and REST at its URL, the data plane at the TLS front, its key, and
+    the CA bundle that trusts the front (``flash platform env`` prints these)."""
+    return {
+        "RUNPOD_API_KEY": config.api_key,
+        "RUNPOD_API_BASE_URL": config.url,
+        "RUNPOD_ENDPOINT_BASE_URL": f"{config.tls_url}/v2",
+        "SSL_CERT_FILE": str(bundle_path(config)),
+    }
+
+
 def enabled() -> bool:
     return os.environ.get("FLASH_PLATFORM_TLS", "1").strip() not in ("0", "false", "no")
 

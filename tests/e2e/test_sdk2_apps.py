@@ -283,6 +283,19 @@ def test_flash_dev_runs_a_2_0_projects_entrypoint_against_live_endpoints(
 ) -> None:
     p = platform
     project = _project("sdk2_volume", tmp_path)
+    # What a user evals to point the SDK at the platform: what these tests give it.
+    exported = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in p.cli("platform", "env").split("\n")
+        if line
+    )
+    for key in (
+        "RUNPOD_API_KEY",
+        "RUNPOD_API_BASE_URL",
+        "RUNPOD_ENDPOINT_BASE_URL",
+        "SSL_CERT_FILE",
+    ):
+        assert exported[key] == p.env[key]
     env = {
         **p.cli.env,
         "FLASH_SDK2_PYTHON": p.sdk.python,
