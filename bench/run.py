@@ -16,6 +16,8 @@
 9. **cross**: cross-endpoint calls, by ``bench/cross_bench.py`` (ours only).
 10. **platform**: the local platform's ``/runsync`` round trip for a no-op, by
     ``bench/platform_bench.py`` (ours only).
+11. **sdk2**: a Runpod SDK 2.0 app (built by the real ``rp``): queue cold start and no-op
+    throughput on our runtime, beside the 2.0 runtime's official loop (:mod:`bench.sdk2_bench`).
 
 Prints the table (medians with [min-max] over the runs, and the median of the per-run ratios
 beside each goal), and writes ``bench/results/bench.json`` and ``bench/results/bench.png``; a
@@ -45,6 +47,7 @@ from . import (
     queue_bench,
     queue_latency,
     report,
+    sdk2_bench,
 )
 from .common import (
     BENCH,
@@ -60,7 +63,18 @@ from .common import (
 )
 from .reference import VERSION, RefEnv, ensure_venv
 
-SECTIONS = ("pack", "cold", "sizes", "lb", "queue", "latency", "images", "cross", "platform")
+SECTIONS = (
+    "pack",
+    "cold",
+    "sizes",
+    "lb",
+    "queue",
+    "latency",
+    "images",
+    "cross",
+    "platform",
+    "sdk2",
+)
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {
         "pack_rounds": 2,
@@ -78,6 +92,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "latency_jobs_ours": {1: 100, 4: 200},
         "latency_jobs_ref": {1: 4, 4: 12},
         "images_rounds": 5,
+        "sdk2_rounds": 3,
+        "sdk2_jobs_ours": 2000,
+        "sdk2_jobs_official": {1: 5, 4: 16},
     },
     "quick": {
         "pack_rounds": 1,
@@ -95,6 +112,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "latency_jobs_ours": {1: 30, 4: 60},
         "latency_jobs_ref": {1: 2, 4: 4},
         "images_rounds": 1,
+        "sdk2_rounds": 1,
+        "sdk2_jobs_ours": 300,
+        "sdk2_jobs_official": {1: 3, 4: 12},
     },
 }
 
@@ -373,6 +393,15 @@ def main(argv: list[str] | None = None) -> int:
             extra_rows += rows
         if "platform" in only:
             sections.append(platform_section(work, args.quick, settings["cross_rounds"]))
+        if "sdk2" in only:
+            sections.append(
+                sdk2_bench.run(
+                    work,
+                    rounds=settings["sdk2_rounds"],
+                    jobs_ours=settings["sdk2_jobs_ours"],
+                    jobs_official=settings["sdk2_jobs_official"],
+                )
+            )
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")
