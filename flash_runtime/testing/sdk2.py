@@ -159,10 +159,17 @@ def _run(command: list[str], env: dict[str, str]) -> None:
 
 
 def main() -> int:
-    """``python -m flash_runtime.testing.sdk2 BASE``: make the environment under ``BASE``."""
+    """``python -m flash_runtime.testing.sdk2 BASE [IMAGE_ENVS]``: make the environment under
+    ``BASE``, and with ``IMAGE_ENVS`` the platform's task-image environment there too (what the
+    first ``@app.task`` call would make)."""
     base = Path(sys.argv[1] if len(sys.argv) > 1 else "build")
     made = ensure_sdk2(default_root(base))
     print(f"runpod SDK {VERSION}: {made.root} ({made.setup_seconds:.1f}s)")
+    if len(sys.argv) > 2:
+        from ..platform import imageenvs
+
+        task = imageenvs.environment(Path(sys.argv[2]), "sdk-task", PY)
+        print(f"task image environment: {task.interpreter} ({task.created_s or 0:.1f}s)")
     return 0
 
 
