@@ -11,8 +11,6 @@ a deploy shows; a FlashError refuses the endpoint. ``launch`` is then cheap, per
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Literal, Protocol
 
 from ..errors import FlashError
 from ..protocol.local import PlatformConfig
+from ..worker.sysdeps import missing_system_packages
 from . import imageenvs, official
 from .gpus import Gpu
 from .model import EndpointSpec
@@ -65,24 +64,6 @@ class Backend(Protocol):
 
 def cuda_devices(gpus: list[Gpu]) -> str:
     return ",".join(str(g.index) for g in gpus)
-
-
-def missing_system_packages(packages: Sequence[str]) -> list[str]:
-    """The apt packages of ``packages`` this machine has neither installed (dpkg) nor as a
-    command on PATH."""
-    missing = []
-    dpkg = shutil.which("dpkg-query")
-    for package in packages:
-        if shutil.which(package):
-            continue
-        if dpkg is not None:
-            done = subprocess.run(
-                [dpkg, "-W", "-f=${Status}", package], capture_output=True, text=True
-            )
-            if done.returncode == 0 and "install ok installed" in done.stdout:
-                continue
-        missing.append(package)
-    return missing
 
 
 class ProcessBackend:

@@ -35,7 +35,6 @@ import inspect
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,9 @@ def _install(packages: list[str], target: str) -> None:
 
 
 def _check_system(packages: list[str]) -> None:
-    missing = [p for p in packages if shutil.which(p) is None]
+    from .sysdeps import missing_system_packages
+
+    missing = missing_system_packages(packages)
     if missing:
         raise RuntimeError(
             f"system_dependencies {', '.join(missing)} are not in this task image, and task pods "
