@@ -29,7 +29,8 @@ def _isolated_flash_home(
     Platforms run their workers in the platform's own environment (fast, and measured by
     coverage) unless a test asks for image environments (``FLASH_PLATFORM_WORKER_ENV=image``),
     which are kept under ``build/`` across runs; no test sees this machine's GPUs unless it
-    sets ``FLASH_PLATFORM_GPUS`` itself."""
+    sets ``FLASH_PLATFORM_GPUS`` itself, and no platform listens with TLS unless the test sets
+    ``FLASH_PLATFORM_TLS=1``."""
     monkeypatch.setenv("FLASH_HOME", str(tmp_path_factory.getbasetemp() / "flash_home"))
     # The packer's caches, shared by every home a test makes (tests that own theirs say so).
     monkeypatch.setenv("FLASH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "flash_cache"))
@@ -37,6 +38,9 @@ def _isolated_flash_home(
     monkeypatch.setenv("FLASH_PLATFORM_WORKER_ENV", "platform")
     monkeypatch.setenv("FLASH_PLATFORM_IMAGE_ENVS", str(REPO / "build" / "image-envs"))
     monkeypatch.setenv("FLASH_PLATFORM_GPUS", "none")
+    # The TLS front (its certificates are made per home) only where a test needs it: the
+    # Runpod SDK 2.0's tests turn it on.
+    monkeypatch.setenv("FLASH_PLATFORM_TLS", "0")
     monkeypatch.delenv("FLASH_PLATFORM_WORKERS", raising=False)
     # Never this machine's stored Runpod key (flash login's file), nor its RUNPOD_API_KEY.
     monkeypatch.setenv(

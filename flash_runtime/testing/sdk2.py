@@ -4,7 +4,7 @@ a wheelhouse for its deploys, so that tests and benchmarks drive the real 2.0 cl
 ``rp flash deploy`` vendors the worker's packages (its ``RUNTIME_REQUIREMENTS``, and FastAPI
 with uvicorn for apps with api resources) with ``pip install --target env/ --only-binary :all:
 --platform manylinux...`` for the workers' Python. :func:`ensure_sdk2` downloads exactly those
-wheels once into ``wheels/`` beside the environment, and :meth:`Sdk2Env.env` points pip at them
+wheels once into ``wheels/`` beside the environment (for :data:`WHEEL_PYTHONS`), and :meth:`Sdk2Env.env` points pip at them
 (``PIP_NO_INDEX``, ``PIP_FIND_LINKS``): deploys then need no network. Like
 ``testing/reference.py`` it is made once (a marker file records success), under a file lock, so
 ``scripts/test`` can prepare it in the background while the suite starts
@@ -30,6 +30,9 @@ PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 MARKER = ".sdk2-complete"
 # What a project's own dependencies may need besides the SDK's (the fixture apps use none).
 EXTRA_WHEELS: tuple[str, ...] = ()
+# The workers' Pythons the wheelhouse serves (this one: the platform's process workers', and
+# the image the container test boots a 2.0 artifact in).
+WHEEL_PYTHONS = (PY,)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ def ensure_sdk2(root: Path) -> Sdk2Env:
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (root / MARKER).is_file():
+        stamp = f"{VERSION} wheels for {' '.join(WHEEL_PYTHONS)}"
+        if (root / MARKER).is_file() and (root / MARKER).read_text() == stamp:
             return Sdk2Env(root, 0.0)
         if root.exists():
             shutil.rmtree(root)
@@ -126,26 +130,27 @@ def ensure_sdk2(root: Path) -> Sdk2Env:
             check=True,
         )
         runtime, api, platforms = json.loads(listed.stdout)
-        download = [
-            python,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--disable-pip-version-check",
-            "-d",
-            str(root / "wheels"),
-            "--only-binary",
-            ":all:",
-            "--python-version",
-            PY,
-            "--implementation",
-            "cp",
-        ]
-        for platform in platforms:
-            download += ["--platform", platform]
-        _run([*download, *runtime, *api, *EXTRA_WHEELS], env)
-        (root / MARKER).write_text(VERSION)
+        for version in WHEEL_PYTHONS:
+            download = [
+                python,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "-d",
+                str(root / "wheels"),
+                "--only-binary",
+                ":all:",
+                "--python-version",
+                version,
+                "--implementation",
+                "cp",
+            ]
+            for platform in platforms:
+                download += ["--platform", platform]
+            _run([*download, *runtime, *api, *EXTRA_WHEELS], env)
+        (root / MARKER).write_text(stamp)
         return Sdk2Env(root, time.perf_counter() - started)
 
 

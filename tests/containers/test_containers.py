@@ -8,6 +8,7 @@ the environment a Runpod worker gets, host networking (all traffic on loopback).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,9 @@ from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
 from flash_runtime.testing.jobserver import JobServer
 from flash_runtime.testing.net import free_port
+from flash_runtime.testing.sdk2 import default_root, ensure_sdk2
+
+REPO = Path(__file__).resolve().parents[2]
 
 REPOSITORY = "registry.example/flash"  # any: the packer only needs to know it is our images
 
@@ -69,6 +73,52 @@ def test_queue_container_takes_jobs_over_the_runpod_protocol(
         job = server.wait(server.submit({"input_data": {"text": "x y"}}), timeout=60)
         assert job.result is not None, containers.logs(name)
         assert job.result["output"]["words"] == 2
+        assert job.result["output"]["python"].startswith(python)
+        subprocess.run(["docker", "stop", "-t", "20", name], capture_output=True)
+        assert not server.violations, server.violations
+
+
+@pytest.fixture(scope="module")
+def sdk2_image() -> tuple[str, str]:
+    """One of our images (the docker backend's, ``FLASH_TEST_BACKEND_IMAGE``) and its Python:
+    enough to show that the image that boots 1.x artifacts boots 2.0 ones too."""
+    name = os.environ.get("FLASH_TEST_BACKEND_IMAGE", "")
+    if not name:
+        pytest.fail("FLASH_TEST_BACKEND_IMAGE is not set: run scripts/test-images")
+    return name, name.rpartition(":py")[2]
+
+
+@pytest.fixture(scope="module")
+def sdk2_artifact(tmp_path_factory: pytest.TempPathFactory, sdk2_image: tuple[str, str]) -> Path:
+    """``tests/apps/sdk2_queue`` as the Runpod SDK 2.0 builds it (``rp flash deploy
+    --build-only``) for the image's Python, offline from the SDK environment's wheelhouse."""
+    python = sdk2_image[1]
+    sdk = ensure_sdk2(default_root(REPO / "build"))
+    project = tmp_path_factory.mktemp(f"sdk2-py{python}") / "sdk2_queue"
+    shutil.copytree(APPS / "sdk2_queue", project)
+    env = sdk.env({"PATH": "/usr/bin:/bin", "HOME": str(project)}, "", "", "", Path())
+    done = subprocess.run(
+        [sdk.rp, "flash", "deploy", "--build-only", "--python-version", python],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return project / "sdk2-hello-artifact.tar.gz"
+
+
+def test_the_same_image_boots_a_runpod_sdk_2_artifact(
+    sdk2_image: tuple[str, str], sdk2_artifact: Path, containers: Containers
+) -> None:
+    image, python = sdk2_image
+    with JobServer(hold=1.0) as server:
+        env = {**runpod_env("hello", "qb"), **server.worker_env("container-2", ping_ms=1000)}
+        name = containers.run(image, sdk2_artifact, env)
+        job = server.wait(server.submit({"name": "two"}), timeout=60)
+        assert job.result is not None, containers.logs(name)
+        assert job.result["output"]["hello"] == "two"
         assert job.result["output"]["python"].startswith(python)
         subprocess.run(["docker", "stop", "-t", "20", name], capture_output=True)
         assert not server.violations, server.violations

@@ -88,7 +88,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     base = tmp_path_factory.mktemp("sdk2")
     home = base / "flash_home"
     tls_port = free_port()
-    cli = FlashCLI(home, base, FLASH_PLATFORM_TLS_PORT=str(tls_port))
+    cli = FlashCLI(home, base, FLASH_PLATFORM_TLS="1", FLASH_PLATFORM_TLS_PORT=str(tls_port))
     cli("platform", "start")
     key = cli.status()["api_key"]
     user_home = base / "home"  # the 2.0 CLI keeps its own state under HOME
