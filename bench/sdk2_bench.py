@@ -20,15 +20,11 @@ the first front end did not pay for the second.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from flash_runtime.testing.sdk2 import VERSION, default_root, ensure_sdk2
+from flash_runtime.testing.sdk2 import PY, build_artifact, default_root, ensure_sdk2
 
 from . import queue_bench
 from .common import APPS, CACHE, ROOT, Proc, Section, log, ratios, summary
@@ -38,34 +34,10 @@ CASES = {1: "noop", 4: "noop_4"}
 
 
 def artifact() -> Path:
-    """The app's 2.0 artifact, built by ``rp`` once per (source, SDK version)."""
-    source = (APP / "main.py").read_bytes()
-    key = hashlib.sha256(source + VERSION.encode()).hexdigest()[:16]
-    cached = CACHE / "sdk2-builds" / key / "artifact.tar.gz"
-    if cached.is_file():
-        return cached
+    """The app's 2.0 artifact, built by ``rp`` once per (source, SDK version, Python)."""
     sdk = ensure_sdk2(default_root(ROOT / "build"))
-    scratch = cached.parent / "project"
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(APP, scratch)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "FLASH_"))}
-    env.update(
-        PIP_NO_INDEX="1", PIP_FIND_LINKS=str(sdk.wheels), PIP_NO_COMPILE="1", HOME=str(scratch)
-    )
-    log("sdk2: building bench/apps/sdk2_noop with rp flash deploy --build-only (once)")
-    done = subprocess.run(
-        [sdk.rp, "flash", "deploy", "--build-only"],
-        cwd=scratch,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    built = scratch / "bench-sdk2-artifact.tar.gz"
-    if done.returncode != 0 or not built.is_file():
-        raise RuntimeError(f"rp flash deploy --build-only failed:\n{done.stdout}\n{done.stderr}")
-    built.replace(cached)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return cached
+    log("sdk2: bench/apps/sdk2_noop as rp flash deploy --build-only builds it (cached)")
+    return build_artifact(APP, PY, CACHE / "sdk2-builds", sdk)
 
 
 def _cold_once(server: queue_bench.JobServerProc, start: Any) -> float:

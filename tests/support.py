@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +45,8 @@ from flash_runtime.protocol.local import PlatformConfig
 from flash_runtime.protocol.target import Target
 from flash_runtime.protocol.wire import bearer
 from flash_runtime.testing.net import call, free_port
+from flash_runtime.testing.sdk2 import Sdk2Env, ensure_sdk2
+from flash_runtime.testing.sdk2 import default_root as sdk2_root
 
 T = TypeVar("T")
 
@@ -312,3 +316,166 @@ class FlashCLI:
 
     def stop(self) -> None:
         self.run("platform", "stop", timeout=60)
+
+
+# -- the Runpod SDK 2.0 tests' stage (tests/e2e/test_sdk2_apps.py) -------------------------------
+
+SDK2_APPS = Path(__file__).parent / "apps"
+
+
+@dataclass
+class Sdk2Platform:
+    """A platform of its own (with its TLS front) and the 2.0 client's environment for it."""
+
+    cli: FlashCLI
+    sdk: Sdk2Env
+    url: str
+    key: str
+    home: Path
+    env: dict[str, str]  # the 2.0 client's
+
+    def rp(self, *args: str, cwd: Path, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [self.sdk.rp, *args],
+            cwd=cwd,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, f"rp {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def client(self, project: Path, source: str) -> Any:
+        """Run ``source`` with the 2.0 SDK in ``project`` (its app importable as ``main``); the
+        script prints one JSON line, returned decoded."""
+        done = subprocess.run(
+            [self.sdk.python, "-c", source],
+            cwd=project,
+            env={**self.env, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, f"client:\n{done.stdout}\n{done.stderr}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def graphql(self, query: str) -> dict[str, Any]:
+        status, body = call(
+            "POST", f"{self.url}/graphql", body={"query": query}, headers=bearer(self.key)
+        )
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+
+@dataclass
+class Sdk2Deployed:
+    shop: Path  # tests/apps/sdk2_app, deployed
+    shop_output: str  # what `rp flash deploy` printed
+    ledger: Path  # tests/apps/sdk2_volume, deployed
+
+
+def sdk2_project(name: str, dest: Path) -> Path:
+    project = dest / name
+    shutil.copytree(SDK2_APPS / name, project)
+    return project
+
+
+def _stage_sdk2(base: Path) -> tuple[Sdk2Platform, Sdk2Deployed]:
+    """Start a platform and deploy both fixture 2.0 apps with `rp flash deploy`, side by side;
+    the shop's secret first, which its deploy checks. Runs before any fixture has set the
+    suite's environment, so the platform's knobs are given here."""
+    sdk = ensure_sdk2(sdk2_root(Path(__file__).resolve().parent.parent / "build"))
+    home = base / "flash_home"
+    tls_port = free_port()
+    cli = FlashCLI(
+        home,
+        base,
+        FLASH_PLATFORM_TLS="1",
+        FLASH_PLATFORM_TLS_PORT=str(tls_port),
+        FLASH_PLATFORM_WORKER_ENV="platform",
+        FLASH_PLATFORM_IMAGE_ENVS=str(
+            Path(__file__).resolve().parent.parent / "build" / "image-envs"
+        ),
+        FLASH_PLATFORM_GPUS="none",
+    )
+    cli("platform", "start")
+    key = cli.status()["api_key"]
+    user_home = base / "home"  # the 2.0 CLI keeps its own state under HOME
+    user_home.mkdir()
+    env = sdk.env(
+        {**os.environ, "HOME": str(user_home)},
+        cli.url,
+        key,
+        f"https://flash.localhost:{tls_port}",
+        home / "platform" / "tls" / "bundle.pem",
+    )
+    platform = Sdk2Platform(cli, sdk, cli.url, key, home, env)
+    projects = base / "projects"
+    shop, ledger = sdk2_project("sdk2_app", projects), sdk2_project("sdk2_volume", projects)
+    platform.rp("secret", "add", "shop-token", cwd=shop, stdin="tok-123\n")
+    runs = {
+        project: subprocess.Popen(
+            [sdk.rp, "flash", "deploy"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for project in (shop, ledger)
+    }
+    outputs = {}
+    for project, run in runs.items():
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, f"rp flash deploy in {project.name}:\n{out}\n{err}"
+        outputs[project] = out
+    return platform, Sdk2Deployed(shop, outputs[shop], ledger)
+
+
+class Sdk2Stage:
+    """:func:`_stage_sdk2` in a thread, started when collection is done (``conftest.py``: only
+    when the 2.0 tests are collected): its minute of builds overlaps the tests before them."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._base: Path | None = None
+        self._made: tuple[Sdk2Platform, Sdk2Deployed] | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._base = Path(tempfile.mkdtemp(prefix="flash-sdk2-"))
+
+        def run() -> None:
+            assert self._base is not None
+            try:
+                self._made = _stage_sdk2(self._base)
+            except BaseException as err:  # re-raised in the test that waits
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="sdk2-stage", daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float = 900) -> tuple[Sdk2Platform, Sdk2Deployed]:
+        self.start()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._made is not None, "the 2.0 apps' deploys did not finish in time"
+        return self._made
+
+    def stop(self) -> None:
+        if self._made is not None:
+            self._made[0].cli.stop()
+        if self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
+
+
+SDK2_STAGE = Sdk2Stage()

@@ -14,11 +14,13 @@ wheels once into ``wheels/`` beside the environment (for :data:`WHEEL_PYTHONS`),
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,35 @@ def ensure_sdk2(root: Path) -> Sdk2Env:
         return Sdk2Env(root, time.perf_counter() - started)
 
 
+def build_artifact(project: Path, python: str, cache: Path, sdk: Sdk2Env) -> Path:
+    """``project`` as ``rp flash deploy --build-only --python-version PYTHON`` builds it (offline,
+    from the wheelhouse), kept under ``cache`` by (its files, the SDK's version, ``python``)."""
+    digest = hashlib.sha256(f"{VERSION} {python}".encode())
+    for path in sorted(p for p in project.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(project).as_posix().encode() + b"\0" + path.read_bytes())
+    cached = cache / digest.hexdigest()[:16] / "artifact.tar.gz"
+    if cached.is_file():
+        return cached
+    # Built outside any checkout: the SDK's discovery honours the .gitignore files above it.
+    scratch = Path(tempfile.mkdtemp(prefix="rp-build-")) / project.name
+    shutil.copytree(project, scratch)
+    env = sdk.env({"PATH": os.defpath, "HOME": str(scratch)}, "", "", "", Path())
+    done = subprocess.run(
+        [sdk.rp, "flash", "deploy", "--build-only", "--python-version", python],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    built = list(scratch.glob("*-artifact.tar.gz"))
+    if done.returncode != 0 or len(built) != 1:
+        raise RuntimeError(f"rp flash deploy --build-only failed:\n{done.stdout}\n{done.stderr}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(built[0], cached)
+    shutil.rmtree(scratch.parent, ignore_errors=True)
+    return cached
+
+
 def _run(command: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -164,9 +195,10 @@ def _run(command: list[str], env: dict[str, str]) -> None:
 
 
 def main() -> int:
-    """``python -m flash_runtime.testing.sdk2 BASE [IMAGE_ENVS]``: make the environment under
-    ``BASE``, and with ``IMAGE_ENVS`` the platform's task-image environment there too (what the
-    first ``@app.task`` call would make)."""
+    """``python -m flash_runtime.testing.sdk2 BASE [IMAGE_ENVS [PROJECT...]]``: make the
+    environment under ``BASE``; with ``IMAGE_ENVS`` the platform's task-image environment there
+    too (what the first ``@app.task`` call would make); with PROJECTs their 2.0 artifacts for
+    this Python (:func:`build_artifact`, under ``BASE/sdk2-artifacts``)."""
     base = Path(sys.argv[1] if len(sys.argv) > 1 else "build")
     made = ensure_sdk2(default_root(base))
     print(f"runpod SDK {VERSION}: {made.root} ({made.setup_seconds:.1f}s)")
@@ -175,7 +207,13 @@ def main() -> int:
 
         task = imageenvs.environment(Path(sys.argv[2]), "sdk-task", PY)
         print(f"task image environment: {task.interpreter} ({task.created_s or 0:.1f}s)")
+    for project in sys.argv[3:]:  # artifacts a test will use, built now (cached)
+        print(f"{project}: {build_artifact(Path(project), PY, artifacts_cache(base), made)}")
     return 0
+
+
+def artifacts_cache(base: Path) -> Path:
+    return base / "sdk2-artifacts"
 
 
 if __name__ == "__main__":

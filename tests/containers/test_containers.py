@@ -22,7 +22,12 @@ from flash_runtime.pack import build
 from flash_runtime.pack.scaffold import init_project
 from flash_runtime.testing.jobserver import JobServer
 from flash_runtime.testing.net import free_port
-from flash_runtime.testing.sdk2 import default_root, ensure_sdk2
+from flash_runtime.testing.sdk2 import (
+    artifacts_cache,
+    build_artifact,
+    default_root,
+    ensure_sdk2,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,24 +94,12 @@ def sdk2_image() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sdk2_artifact(tmp_path_factory: pytest.TempPathFactory, sdk2_image: tuple[str, str]) -> Path:
+def sdk2_artifact(sdk2_image: tuple[str, str]) -> Path:
     """``tests/apps/sdk2_queue`` as the Runpod SDK 2.0 builds it (``rp flash deploy
-    --build-only``) for the image's Python, offline from the SDK environment's wheelhouse."""
-    python = sdk2_image[1]
-    sdk = ensure_sdk2(default_root(REPO / "build"))
-    project = tmp_path_factory.mktemp(f"sdk2-py{python}") / "sdk2_queue"
-    shutil.copytree(APPS / "sdk2_queue", project)
-    env = sdk.env({"PATH": "/usr/bin:/bin", "HOME": str(project)}, "", "", "", Path())
-    done = subprocess.run(
-        [sdk.rp, "flash", "deploy", "--build-only", "--python-version", python],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    return project / "sdk2-hello-artifact.tar.gz"
+    --build-only``) for the image's Python, offline (made beside lint by ``scripts/test``)."""
+    build_dir = REPO / "build"
+    sdk = ensure_sdk2(default_root(build_dir))
+    return build_artifact(APPS / "sdk2_queue", sdk2_image[1], artifacts_cache(build_dir), sdk)
 
 
 def test_the_same_image_boots_a_runpod_sdk_2_artifact(

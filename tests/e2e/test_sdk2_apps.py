@@ -12,139 +12,43 @@ sentinel (``/v2/flash/...`` with X-Flash-* headers), api resources at
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import runpod
-from support import FLASH, FlashCLI
+from support import FLASH, SDK2_STAGE, Sdk2Deployed, Sdk2Platform, sdk2_project
 
 from flash_runtime.protocol.wire import bearer
-from flash_runtime.testing.net import call, free_port
-from flash_runtime.testing.sdk2 import Sdk2Env, default_root, ensure_sdk2
+from flash_runtime.testing.net import call
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 
 
-@dataclass
-class Platform:
-    cli: FlashCLI
-    sdk: Sdk2Env
-    url: str
-    key: str
-    home: Path
-    env: dict[str, str]  # the 2.0 client's
-
-    def rp(self, *args: str, cwd: Path, stdin: str | None = None) -> str:
-        done = subprocess.run(
-            [self.sdk.rp, *args],
-            cwd=cwd,
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, f"rp {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def client(self, project: Path, source: str) -> Any:
-        """Run ``source`` with the 2.0 SDK in ``project`` (its app importable as ``main``); the
-        script prints one JSON line, returned decoded."""
-        done = subprocess.run(
-            [self.sdk.python, "-c", source],
-            cwd=project,
-            env={**self.env, "PYTHONPATH": str(project)},
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        assert done.returncode == 0, f"client:\n{done.stdout}\n{done.stderr}"
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def graphql(self, query: str) -> dict[str, Any]:
-        status, body = call(
-            "POST", f"{self.url}/graphql", body={"query": query}, headers=bearer(self.key)
-        )
-        assert status == 200, body
-        result: dict[str, Any] = body
-        return result
-
-
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    sdk = ensure_sdk2(default_root(REPO / "build"))
-    base = tmp_path_factory.mktemp("sdk2")
-    home = base / "flash_home"
-    tls_port = free_port()
-    cli = FlashCLI(home, base, FLASH_PLATFORM_TLS="1", FLASH_PLATFORM_TLS_PORT=str(tls_port))
-    cli("platform", "start")
-    key = cli.status()["api_key"]
-    user_home = base / "home"  # the 2.0 CLI keeps its own state under HOME
-    user_home.mkdir()
-    env = sdk.env(
-        {**os.environ, "HOME": str(user_home)},
-        cli.url,
-        key,
-        f"https://flash.localhost:{tls_port}",
-        home / "platform" / "tls" / "bundle.pem",
-    )
+def staged() -> Iterator[tuple[Sdk2Platform, Sdk2Deployed]]:
+    """The platform and both apps, deployed by `rp flash deploy` in the background since the end
+    of collection (``tests/conftest.py``, ``support.SDK2_STAGE``); stopped after the module."""
+    platform, deployed = SDK2_STAGE.result()
     try:
-        yield Platform(cli, sdk, cli.url, key, home, env)
+        yield platform, deployed
     finally:
-        cli.stop()
-
-
-def _project(name: str, dest: Path) -> Path:
-    project = dest / name
-    shutil.copytree(APPS / name, project)
-    return project
-
-
-@dataclass
-class Deployed:
-    shop: Path  # tests/apps/sdk2_app, deployed
-    shop_output: str  # what `rp flash deploy` printed
-    ledger: Path  # tests/apps/sdk2_volume, deployed
+        SDK2_STAGE.stop()
 
 
 @pytest.fixture(scope="module")
-def deployed(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
-    """Both fixture apps deployed by `rp flash deploy`, side by side (each build is minutes of
-    CPU in one process: vendoring, then a gzip of the whole tree); the shop's secret first,
-    which its deploy checks."""
-    p = platform
-    base = tmp_path_factory.mktemp("sdk2-projects")
-    shop, ledger = _project("sdk2_app", base), _project("sdk2_volume", base)
-    p.rp("secret", "add", "shop-token", cwd=shop, stdin="tok-123\n")
-    runs = {
-        project: subprocess.Popen(
-            [p.sdk.rp, "flash", "deploy"],
-            cwd=project,
-            env=p.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for project in (shop, ledger)
-    }
-    outputs = {}
-    for project, run in runs.items():
-        out, err = run.communicate(timeout=300)
-        assert run.returncode == 0, f"rp flash deploy in {project.name}:\n{out}\n{err}"
-        outputs[project] = out
-    return Deployed(shop, outputs[shop], ledger)
+def platform(staged: tuple[Sdk2Platform, Sdk2Deployed]) -> Sdk2Platform:
+    return staged[0]
+
+
+@pytest.fixture(scope="module")
+def deployed(staged: tuple[Sdk2Platform, Sdk2Deployed]) -> Sdk2Deployed:
+    return staged[1]
 
 
 SHOP_CLIENT = """
@@ -179,7 +83,7 @@ print(json.dumps(asyncio.run(calls())))
 
 @pytest.mark.timeout(600)
 def test_a_2_0_app_deploys_from_the_real_client_and_every_handle_calls_it(
-    platform: Platform, deployed: Deployed
+    platform: Sdk2Platform, deployed: Sdk2Deployed
 ) -> None:
     p = platform
     project = deployed.shop
@@ -285,7 +189,7 @@ print(json.dumps(got))
 
 @pytest.mark.timeout(600)
 def test_a_2_0_app_mounts_its_volume_retries_a_failed_job_and_rolls_on_redeploy(
-    platform: Platform, deployed: Deployed
+    platform: Sdk2Platform, deployed: Sdk2Deployed
 ) -> None:
     p = platform
     project = deployed.ledger
@@ -322,10 +226,10 @@ def _py() -> str:
 
 @pytest.mark.timeout(600)
 def test_flash_dev_runs_a_2_0_projects_entrypoint_against_live_endpoints(
-    platform: Platform, tmp_path: Path
+    platform: Sdk2Platform, tmp_path: Path
 ) -> None:
     p = platform
-    project = _project("sdk2_volume", tmp_path)
+    project = sdk2_project("sdk2_volume", tmp_path)
     # What a user evals to point the SDK at the platform: what these tests give it.
     exported = dict(
         line.removeprefix("export ").split("=", 1)
