@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SDK2_STAGE, Containers, ControlPlaneServer, serve_control_plane
+from support import Containers, ControlPlaneServer, serve_control_plane
 
 from flash_runtime.testing import workers as _workers
 from flash_runtime.testing.workers import WorkerProcess
@@ -84,11 +84,3 @@ def workers() -> Iterator[list[WorkerProcess]]:
     yield started
     for w in started:
         w.stop()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The Runpod SDK 2.0 tests' deploys start now, in the background, when those tests are
-    collected: a minute of builds (the 2.0 client's own vendoring and packaging) overlaps the
-    tests that run before them (``support.Sdk2Stage``)."""
-    if any(item.nodeid.startswith("tests/e2e/test_sdk2_apps.py") for item in session.items):
-        SDK2_STAGE.start()

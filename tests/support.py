@@ -438,8 +438,9 @@ def _stage_sdk2(base: Path) -> tuple[Sdk2Platform, Sdk2Deployed]:
 
 
 class Sdk2Stage:
-    """:func:`_stage_sdk2` in a thread, started when collection is done (``conftest.py``: only
-    when the 2.0 tests are collected): its minute of builds overlaps the tests before them."""
+    """:func:`_stage_sdk2` once for the 2.0 tests' module, in a thread that :meth:`start` begins
+    and :meth:`result` waits for. (Started at the end of collection instead, its minute of
+    builds overlapped the tests before it but slowed them by as much: the machine has 2 cores.)"""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None

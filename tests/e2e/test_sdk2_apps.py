@@ -32,8 +32,8 @@ APPS = REPO / "tests" / "apps"
 
 @pytest.fixture(scope="module")
 def staged() -> Iterator[tuple[Sdk2Platform, Sdk2Deployed]]:
-    """The platform and both apps, deployed by `rp flash deploy` in the background since the end
-    of collection (``tests/conftest.py``, ``support.SDK2_STAGE``); stopped after the module."""
+    """The platform and both apps, deployed by `rp flash deploy` side by side
+    (``support.SDK2_STAGE``); the platform stops after the module."""
     platform, deployed = SDK2_STAGE.result()
     try:
         yield platform, deployed
