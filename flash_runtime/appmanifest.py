@@ -26,7 +26,6 @@ from .errors import ManifestError
 APP_MANIFEST_NAME = "runpod_manifest.json"
 ENV_DIR = "env"  # the artifact's vendored packages
 FORMAT = "runpod-apps"  # Manifest.extra[CONVERTED_FROM] of a converted manifest
-KINDS = ("queue", "api", "task")
 
 
 class AppRoute(msgspec.Struct, kw_only=True):

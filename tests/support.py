@@ -35,7 +35,7 @@ from graphql.execution.values import get_variable_values
 from starlette.applications import Starlette
 
 from flash_runtime.deploy.target import local_target
-from flash_runtime.platform import controlplane
+from flash_runtime.platform import controlplane, tls
 from flash_runtime.platform.controlplane import SCHEMA_PATH
 from flash_runtime.platform.db import connect
 from flash_runtime.platform.model import EndpointSpec
@@ -407,13 +407,10 @@ def _stage_sdk2(base: Path) -> tuple[Sdk2Platform, Sdk2Deployed]:
     key = cli.status()["api_key"]
     user_home = base / "home"  # the 2.0 CLI keeps its own state under HOME
     user_home.mkdir()
-    env = sdk.env(
-        {**os.environ, "HOME": str(user_home)},
-        cli.url,
-        key,
-        f"https://flash.localhost:{tls_port}",
-        home / "platform" / "tls" / "bundle.pem",
-    )
+    settings = tls.client_environment(PlatformConfig(home, cli.url, key))
+    # Its TLS front is on the port chosen here, not the default one after the platform's.
+    settings["RUNPOD_ENDPOINT_BASE_URL"] = f"https://flash.localhost:{tls_port}/v2"
+    env = sdk.env({**os.environ, "HOME": str(user_home)}, settings)
     platform = Sdk2Platform(cli, sdk, cli.url, key, home, env)
     projects = base / "projects"
     shop, ledger = sdk2_project("sdk2_app", projects), sdk2_project("sdk2_volume", projects)

@@ -29,7 +29,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..protocol.wire import HOP_BY_HOP, UNAUTHORIZED, key_matches, request_id_of
+from ..protocol.wire import (
+    HOP_BY_HOP,
+    SENTINEL_ID,
+    UNAUTHORIZED,
+    key_matches,
+    request_id_of,
+    sentinel_names,
+)
 from . import reporting, transport
 from .jobs import JobStore
 from .metrics import Metrics
@@ -389,7 +396,7 @@ def by_subdomain(
         if scope["type"] == "http":
             host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
             label, dot, rest = host.partition(".")
-            if label == "flash" and dot and rest and resolve is not None:
+            if label == SENTINEL_ID and dot and rest and resolve is not None:
                 label = _sentinel(scope, resolve) or label
             ep = runtime.endpoint(label) if dot and rest else None
             if ep is not None and ep.spec.type == "lb":
@@ -403,9 +410,10 @@ def by_subdomain(
 
 
 def _sentinel(scope: Scope, resolve: Callable[[str, str, str], str | None]) -> str | None:
-    headers = {k: v for k, v in scope["headers"] if k.startswith(b"x-flash-")}
-    names = [
-        headers.get(f"x-flash-{part}".encode(), b"").decode("latin-1")
-        for part in ("app", "environment", "endpoint")
-    ]
-    return resolve(*names) if all(names) else None
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if k.startswith(b"x-flash-")
+    }
+    names = sentinel_names(headers)
+    return resolve(*names) if names is not None else None

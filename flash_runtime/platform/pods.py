@@ -30,7 +30,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,6 @@ class Pod:
     port: int
     process: asyncio.subprocess.Process
     log_path: Path
-    created: float
 
 
 def _free_port() -> int:
@@ -142,7 +140,7 @@ class Pods:
                 start_new_session=True,
             )
         name = str(data.get("name") or short)
-        self._pods[short] = Pod(pod_id, short, name, image, port, process, log_path, time.time())
+        self._pods[short] = Pod(pod_id, short, name, image, port, process, log_path)
         log.info("pod %s (%s) on port %d: %s", short, name, port, image)
         return {"id": pod_id, "desiredStatus": "RUNNING", "name": name, "imageName": image}
 

@@ -210,25 +210,18 @@ def routes(
             {"dataCenters": [{"id": dc, "networkVolumeTypes": ["STANDARD"]} for dc in known_dcs]}
         )
 
+    def stock(request: Request, level: str) -> Response:
+        every = [{"id": dc, "availability": level} for dc in known_dcs]
+        return JSONResponse({"id": request.path_params["item"], "dataCenters": every})
+
     async def cpu_stock(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "id": request.path_params["item"],
-                "dataCenters": [{"id": dc, "availability": "HIGH"} for dc in known_dcs],
-            }
-        )
+        return stock(request, "HIGH")
 
     async def gpu_stock(request: Request) -> Response:
         raw = request.query_params.get("count") or "1"
         count = int(raw) if raw.isdigit() else 1
         have = len(getattr(getattr(runtime, "gpus", None), "gpus", []) or [])
-        level = "HIGH" if have >= count else "NONE"
-        return JSONResponse(
-            {
-                "id": request.path_params["item"],
-                "dataCenters": [{"id": dc, "availability": level} for dc in known_dcs],
-            }
-        )
+        return stock(request, "HIGH" if have >= count else "NONE")
 
     async def pod(request: Request) -> Response:
         platform: Any = runtime

@@ -20,16 +20,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..protocol.wire import UNAUTHORIZED, key_matches, request_id_of
+from ..protocol.wire import (
+    SENTINEL_ID,
+    UNAUTHORIZED,
+    key_matches,
+    request_id_of,
+    sentinel_names,
+)
 from . import reporting
 from .jobs import Job
 from .runtime import PlatformRuntime, labels_of
 from .settings import MAX_REQUEST_BYTES
 from .state import EndpointState
 
-# The Runpod SDK 2.0's pseudo endpoint id, resolved from the request's X-Flash-* headers.
-SENTINEL_ID = "flash"
-SENTINEL_HEADERS = ("app", "environment", "endpoint")
 SentinelResolver = Callable[[str, str, str], str | None]
 
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
@@ -136,8 +139,8 @@ class ServerlessAPI:
         """The endpoint a call to ``/v2/flash/...`` means: the one named ``X-Flash-Endpoint``
         in app ``X-Flash-App``'s environment ``X-Flash-Environment`` (how the Runpod SDK 2.0
         calls an app's resources, leaving the lookup to the platform)."""
-        names = [request.headers.get(f"x-flash-{part}", "") for part in SENTINEL_HEADERS]
-        if not all(names):
+        names = sentinel_names(request.headers)
+        if names is None:
             raise ApiError(
                 400,
                 "/v2/flash/... needs the X-Flash-App, X-Flash-Environment and X-Flash-Endpoint "

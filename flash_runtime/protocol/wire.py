@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -151,3 +152,16 @@ def worker_webhooks(endpoint_base: str, query: str) -> dict[str, str]:
         "RUNPOD_WEBHOOK_POST_STREAM": f"{endpoint_base}/{JOB_STREAM}/$RUNPOD_POD_ID/$ID?{query}",
         "RUNPOD_WEBHOOK_PING": f"{endpoint_base}/{PING}/$RUNPOD_POD_ID?{query}",
     }
+
+
+# The Runpod SDK 2.0's sentinel: calls to the pseudo endpoint ``flash`` (``/v2/flash/...``, and
+# ``https://flash.{host}`` for HTTP routes) name their endpoint by these headers instead.
+SENTINEL_ID = "flash"
+SENTINEL_HEADERS = ("x-flash-app", "x-flash-environment", "x-flash-endpoint")
+
+
+def sentinel_names(headers: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """(app, environment, endpoint) from a sentinel call's headers (lower-case names), or None
+    when one is missing or empty."""
+    app, env, endpoint = (headers.get(name, "") for name in SENTINEL_HEADERS)
+    return (app, env, endpoint) if app and env and endpoint else None

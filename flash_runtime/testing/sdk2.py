@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +56,11 @@ class Sdk2Env:
         return self.root / "wheels"
 
     def env(
-        self, base: dict[str, str], platform_url: str, key: str, tls_url: str, bundle: Path
+        self, base: Mapping[str, str], platform: Mapping[str, str] | None = None
     ) -> dict[str, str]:
-        """``base`` set up for the 2.0 SDK against a local platform: its GraphQL and REST at the
-        platform's URL, the data plane at its TLS front (``https://flash.localhost:...``, whose
-        CA ``bundle`` holds), the platform's key, and pip offline on the wheelhouse."""
+        """``base`` with this environment first on PATH and pip offline on the wheelhouse, and
+        ``platform``'s settings (``platform/tls.client_environment``: the URLs, key and CA bundle
+        that point the 2.0 SDK at a local platform) when given."""
         env = {
             k: v
             for k, v in base.items()
@@ -68,15 +69,12 @@ class Sdk2Env:
         env.update(
             PATH=f"{self.root / 'bin'}{os.pathsep}{env.get('PATH', '')}",
             VIRTUAL_ENV=str(self.root),
-            RUNPOD_API_KEY=key,
-            RUNPOD_API_BASE_URL=platform_url,
-            RUNPOD_ENDPOINT_BASE_URL=f"{tls_url}/v2",
-            SSL_CERT_FILE=str(bundle),
             PIP_NO_INDEX="1",
             PIP_FIND_LINKS=str(self.wheels),
             PIP_DISABLE_PIP_VERSION_CHECK="1",
             PIP_NO_COMPILE="1",
         )
+        env.update(platform or {})
         return env
 
 
@@ -168,7 +166,7 @@ def build_artifact(project: Path, python: str, cache: Path, sdk: Sdk2Env) -> Pat
     # Built outside any checkout: the SDK's discovery honours the .gitignore files above it.
     scratch = Path(tempfile.mkdtemp(prefix="rp-build-")) / project.name
     shutil.copytree(project, scratch)
-    env = sdk.env({"PATH": os.defpath, "HOME": str(scratch)}, "", "", "", Path())
+    env = sdk.env({"PATH": os.defpath, "HOME": str(scratch)})
     done = subprocess.run(
         [sdk.rp, "flash", "deploy", "--build-only", "--python-version", python],
         cwd=scratch,
