@@ -297,9 +297,10 @@ def entry_file(resource: str, endpoint_type: str) -> bytes:
     kind = "load-balanced" if endpoint_type == "lb" else "queue-based"
     return f'''"""Entry file of endpoint {resource!r} ({kind}), written by flash build.
 
-Runpod's runpod/flash* images load this file after extracting the artifact. It does not define
-the `handler` or `app` they look for: it replaces the process with flash_runtime's worker, which
-the artifact carries in {VENDOR_DIR}/ (see flash_runtime.worker.handover).
+Runpod's runpod/flash* images load this file after extracting the artifact. It hands the
+worker over to flash_runtime, which the artifact carries in {VENDOR_DIR}/ (see
+flash_runtime.worker.handover): a load-balanced one is served by the image's uvicorn as `app`,
+a queue-based one replaces the process (it defines no `handler`).
 """
 
 import os
@@ -319,5 +320,5 @@ for _name in [m for m in sys.modules if m == "flash_runtime" or m.startswith("fl
 
 from flash_runtime.worker.handover import hand_over  # noqa: E402
 
-hand_over({resource!r}, {endpoint_type!r}, _app_dir, _core)
+app = hand_over({resource!r}, {endpoint_type!r}, _app_dir, _core)
 '''.encode()

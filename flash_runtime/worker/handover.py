@@ -3,17 +3,29 @@
 Runpod's published images start ``python handler.py`` (queue-based) or ``uvicorn lb_handler:app
 --host 0.0.0.0 --port 80`` (load-balanced) in ``/app``. Their entry extracts the artifact and
 imports ``handler_<resource>.py``, which ``flash build`` wrote (:mod:`flash_runtime.pack.core`);
-that file calls :func:`hand_over`, which replaces the process (same pid, same container) with
-``python -m flash_runtime.bootstrap`` on the same interpreter:
+that file calls :func:`hand_over`:
 
-* the artifact is already extracted, so the bootstrap does not extract it again
-  (``FLASH_DISABLE_UNPACK``) and serves from the directory the entry file is in;
-* the vendored core (its directory and the zip of its pure-Python packages in it,
-  ``core.zip``) goes first on ``PYTHONPATH``, so its ``flash_runtime`` and ``runpod_flash`` win
-  over whatever the image preinstalls;
-* a load-balanced worker listens where the image's uvicorn command was told to listen
-  (``--host``/``--port``, or uvicorn's ``UVICORN_HOST``/``UVICORN_PORT``, or uvicorn's defaults);
-  uvicorn imports the app before it binds its socket, so the port is free.
+* **load-balanced**: our worker is served by the image's own uvicorn, in its process. The entry
+  file's ``app`` is the FastAPI instance the image requires, whose every request (and the
+  lifespan) goes to our worker's lifecycle (``LBWorker.in_image``): ``/ping`` says 204 until
+  user code is loaded, which happens in a thread as in our bootstrap. No second interpreter
+  starts, and nothing the image has imported is imported again. The image's access log is
+  turned off (our request lines are the log; ``FLASH_ACCESS_LOG=1`` keeps it). When the platform
+  asks for a separate health port (``PORT_HEALTH``), which the image's server does not listen
+  on, the process is replaced as for queue-based workers.
+* **queue-based**: the process is replaced (same pid, same container) with ``python -m
+  flash_runtime.bootstrap`` on the same interpreter, so jobs run on our job loop rather than
+  the image's ``runpod.serverless.start``.
+
+Either way the artifact is already extracted, so the bootstrap does not extract it again
+(``FLASH_DISABLE_UNPACK``) and serves from the directory the entry file is in; the vendored
+core (its directory and the zip of its pure-Python packages in it, ``core.zip``) comes first on
+the path (``PYTHONPATH`` for the new process), so its ``flash_runtime`` and ``runpod_flash`` win
+over whatever the image preinstalls (in process, the image's ``runpod_flash``, already imported
+by its entry, is dropped from ``sys.modules`` first). A replaced load-balanced worker listens
+where the image's uvicorn command was told to listen (``--host``/``--port``, or uvicorn's
+``UVICORN_HOST``/``UVICORN_PORT``, or uvicorn's defaults); uvicorn imports the app before it
+binds its socket, so the port is free.
 
 Everything the platform gave the worker (``RUNPOD_*``, ``FLASH_*``) is passed on unchanged.
 """
@@ -23,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 CORE_ZIP = "core.zip"  # flash_runtime.pack.core.CORE_ZIP (the packer is not in the core)
 UVICORN_DEFAULT_HOST = "127.0.0.1"
@@ -86,11 +99,30 @@ def handover_env(
     return out
 
 
-def hand_over(resource: str, endpoint_type: str, app_dir: str, core_dir: str) -> None:
-    """Replace this process with flash_runtime's worker for ``resource``; never returns."""
+def serves_in_process(env: Mapping[str, str], argv: Sequence[str]) -> bool:
+    """Whether a load-balanced worker can be served by the image's uvicorn (``env``: the
+    hand-over's): the image runs uvicorn, and no separate health port is asked for."""
+    if uvicorn_address(argv, env) is None or "uvicorn" not in sys.modules:
+        return False
+    health = env.get("PORT_HEALTH")
+    return not health or health == env.get("PORT")
+
+
+def hand_over(resource: str, endpoint_type: str, app_dir: str, core_dir: str) -> Any:
+    """Hand the image's worker over to flash_runtime for ``resource``: returns the ASGI app the
+    image's uvicorn is to serve (load-balanced, see the module's docstring), or replaces the
+    process and never returns."""
     env = handover_env(resource, endpoint_type, app_dir, core_dir, env=os.environ, argv=sys.argv)
     if endpoint_type == "lb":
         where = f"load-balanced on {env.get('FLASH_HOST', '0.0.0.0')}:{env.get('PORT', '80')}"
+        if serves_in_process(env, sys.argv):
+            print(
+                f"flash_runtime: the image's entry loaded {resource!r}; handing the worker over "
+                f"to flash_runtime ({where}, served by the image's uvicorn)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return _in_process(env)
     else:
         where = "queue-based"
     print(
@@ -102,3 +134,25 @@ def hand_over(resource: str, endpoint_type: str, app_dir: str, core_dir: str) ->
     sys.stdout.flush()
     python = sys.executable or "python3"
     os.execve(python, [python, "-m", "flash_runtime.bootstrap"], env)
+
+
+def _in_process(env: Mapping[str, str]) -> Any:
+    """Our load-balanced worker as an app for the image's uvicorn (``env``: the hand-over's)."""
+    import logging
+    import time
+
+    started = time.perf_counter()
+    os.environ.update(env)  # what our bootstrap would read, and what subprocesses inherit
+    # The image's entry imported the reference SDK it preinstalls; user code gets ours.
+    for name in [m for m in sys.modules if m == "runpod_flash" or m.startswith("runpod_flash.")]:
+        del sys.modules[name]
+    from ..envvars import flag
+    from .bootstrap import load, setup_logging, unpack
+    from .config import WorkerConfig
+    from .lb import LBWorker
+
+    config = WorkerConfig.from_env()
+    setup_logging(config)
+    if not flag(config.env.get("FLASH_ACCESS_LOG")):
+        logging.getLogger("uvicorn.access").disabled = True
+    return LBWorker(config, lambda: load(config, *unpack(config), started)).in_image()

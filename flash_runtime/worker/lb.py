@@ -28,6 +28,7 @@ import hmac
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -195,6 +196,7 @@ class LBWorker:
         self.ready = threading.Event()
         self._server: uvicorn.Server | None = None
         self._stopping = False
+        self._in_image = False
         # The serving loop (for start-up hooks of 2.0 apps), and what runs once it has stopped.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_ready = threading.Event()
@@ -253,9 +255,60 @@ class LBWorker:
         log.info("stopped (exit code %d)", self.exit_code)
         return self.exit_code
 
+    def in_image(self) -> ASGIApp:
+        """Start loading and return the app for a Runpod Flash image's own uvicorn to serve
+        (:func:`.handover.hand_over`): our lifecycle in the FastAPI instance the image's entry
+        asks for. The image's server listens, so ``PORT_HEALTH`` is not served separately
+        (the hand-over execs our bootstrap instead when it is set); a failed load ends the
+        process with exit code 1, as the bootstrap's does."""
+        from fastapi import FastAPI
+
+        self._in_image = True
+        threading.Thread(target=self._load, name="flash-load", daemon=True).start()
+        from . import router  # noqa: F401 - imported while user code loads
+
+        lifecycle, worker = self.app, self
+
+        class FlashWorkerApp(FastAPI):
+            """The image adds its ``/ping`` route to this app's router, which never sees a
+            request: everything goes to our lifecycle (``/ping`` 204 until user code is
+            loaded, then 200)."""
+
+            async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+                if scope["type"] == "lifespan":
+                    await worker._lifespan(receive, send)
+                else:
+                    await lifecycle(scope, receive, send)
+
+        return FlashWorkerApp(openapi_url=None, docs_url=None, redoc_url=None)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        import asyncio
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._loop = asyncio.get_running_loop()
+                self._loop_ready.set()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._shutdown is not None:
+                    await self._shutdown()
+                self.requests.close()
+                log.info("stopped")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does); safe from any thread."""
         self._stopping = True
+        if self._in_image:  # only a failed load stops a worker in an image's server
+            import os
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         if self._server is not None:
             self._server.should_exit = True
 

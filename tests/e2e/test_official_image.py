@@ -88,9 +88,66 @@ def test_lb_template_serves_through_the_official_lb_entry(
     assert status == 422  # our router validates: the hand-over happened
     log = worker.log()
     assert "handing the worker over to flash_runtime" in log
+    assert "served by the image's uvicorn" in log  # in the image's process, not a second one
     assert (
         "FLASH_DISABLE_UNPACK" not in log and "extracted" not in log
     )  # extracted once, by the image
+    assert '"GET /health HTTP/1.1" 200' not in log  # the image's access log is off
+
+
+def test_lb_in_the_images_process_says_204_until_user_code_is_loaded(
+    interpreter: Path, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    project = tmp_path / "lb_slow_import"
+    shutil.copytree(APPS / "lb_slow_import", project)
+    image = OfficialImage(interpreter, tmp_path / "app")
+    worker = image.start(build(project).artifact, "lb_slow_import", "lb", {}, port=free_port())
+    started.append(worker)
+    seen: list[int] = []
+    deadline = time.monotonic() + 30
+    while (not seen or seen[-1] != 200) and time.monotonic() < deadline:
+        assert worker.proc.poll() is None, worker.log()
+        try:
+            status = http(f"{worker.url}/ping", timeout=2)[0]
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if status == 204 and not seen:
+            assert http(f"{worker.url}/hello")[0] == 503  # our lifecycle's, not the image's app
+        seen.append(status)
+        time.sleep(0.05)
+    assert seen[0] == 204 and seen[-1] == 200, (seen, worker.log())
+    assert set(seen) == {204, 200}
+    assert http(f"{worker.url}/hello") == (200, {"hello": "world"})
+
+
+def test_lb_with_a_separate_health_port_replaces_the_process(
+    interpreter: Path, template: Path, tmp_path: Path, started: list[WorkerProcess]
+) -> None:
+    health = free_port()
+    image = OfficialImage(interpreter, tmp_path / "app")
+    worker = image.start(
+        template, "lb_worker", "lb", {"PORT_HEALTH": str(health)}, port=free_port()
+    )
+    started.append(worker)
+    wait_ready(worker)
+    assert http(f"http://127.0.0.1:{health}/ping")[0] == 200  # the image's server has no such port
+    status, body = http(f"{worker.url}/process", {"input_data": {"a": 1}})
+    assert status == 200 and body["echo"] == {"a": 1}
+    log = worker.log()
+    assert "handing the worker over to flash_runtime" in log
+    assert "served by the image's uvicorn" not in log
+
+
+def test_a_failed_load_in_the_images_process_exits_1(interpreter: Path, tmp_path: Path) -> None:
+    project = tmp_path / "lb_import_error"
+    shutil.copytree(APPS / "lb_import_error", project)
+    image = OfficialImage(interpreter, tmp_path / "app")
+    worker = image.start(build(project).artifact, "lb_import_error", "lb", {}, port=free_port())
+    assert worker.wait_exit(30) == 1, worker.log()
+    log = worker.log()
+    assert "served by the image's uvicorn" in log
+    assert "worker cannot start" in log and "the model file is missing" in log
 
 
 def test_queue_template_runs_on_our_job_loop_behind_the_official_entry(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from flash_runtime.worker.handover import handover_env, uvicorn_address
+from flash_runtime.worker.handover import handover_env, serves_in_process, uvicorn_address
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,19 @@ def test_queue_handover_leaves_ports_alone() -> None:
     out = handover_env("job", "qb", "/app", "/app/.flash-worker", env={}, argv=["handler.py"])
     assert "PORT" not in out and "FLASH_HOST" not in out
     assert out["PYTHONPATH"] == "/app/.flash-worker:/app/.flash-worker/core.zip"
+
+
+def test_lb_is_served_in_the_images_process_unless_a_separate_health_port_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    monkeypatch.setitem(sys.modules, "uvicorn", types.ModuleType("uvicorn"))
+    argv = ["uvicorn", "lb_handler:app", "--port", "80"]
+    env = handover_env("api", "lb", "/app", "/app/.flash-worker", env={}, argv=argv)
+    assert serves_in_process(env, argv)
+    assert serves_in_process({**env, "PORT_HEALTH": "80"}, argv)  # the same port
+    assert not serves_in_process({**env, "PORT_HEALTH": "81"}, argv)
+    assert not serves_in_process(env, ["python", "handler.py"])  # not the image's uvicorn
+    monkeypatch.delitem(sys.modules, "uvicorn")
+    assert not serves_in_process(env, argv)
