@@ -19,7 +19,8 @@ The pure-Python packages among these (ours, starlette, cachetools) travel in one
 ``tarfile``, which pays per member); the compiled ones (msgspec, orjson) as files. The directory
 and the zip go first on the worker's ``sys.path``, so our ``runpod_flash`` wins over the
 reference SDK the images preinstall. The core is one part of the artifact, cached per (Python
-version, core sources, vendored versions) under ``$FLASH_HOME/cache/core``.
+version, core sources, vendored versions) under ``$FLASH_HOME/cache/core``; its gzip members
+are marked as for Runpod's images only, so our own bootstrap skips it (``worker/blockgzip.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ ALIAS_PACKAGE = "runpod_flash"
 # tested with ours. All four are small; msgspec and orjson are compiled, so they are installed
 # for the artifact's Python version and platform.
 VENDORED = ("msgspec", "orjson", "cachetools", "starlette")
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,13 @@ def prepare(python_version: str, progress: Callable[[str], None] | None = None) 
             if path.is_file() and not path.is_symlink():
                 rel = f"{VENDOR_DIR}/{path.relative_to(site).as_posix()}"
                 entries.append(tarball.Entry(rel, path=path, size=path.stat().st_size))
+        # Marked as for Runpod's images only: our bootstrap, which runs the core it is
+        # installed with, skips it without decompressing it (worker/blockgzip.py).
         length = tarball.write_segment(
-            work / "core.tar.gz", tarball.with_directories(entries), deps.deps_mtime(key)
+            work / "core.tar.gz",
+            tarball.with_directories(entries),
+            deps.deps_mtime(key),
+            image_only=True,
         )
         meta = {
             "key": key,

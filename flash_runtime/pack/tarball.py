@@ -113,11 +113,13 @@ class Blocks:
     bytes each, on a few threads (zlib releases the GIL), written to ``sink`` in order.
 
     Cut at fixed offsets of the stream, so the same bytes always give the same members.
+    ``image_only``: every member is marked as used by Runpod's images only (:mod:`blockgzip`).
     """
 
-    def __init__(self, sink: _Sink | BinaryIO, level: int) -> None:
+    def __init__(self, sink: _Sink | BinaryIO, level: int, image_only: bool = False) -> None:
         self.sink = sink
         self.level = level
+        self.image_only = image_only
         self.buffer = bytearray()
         self.pending: deque[Future[bytes]] = deque()
         self.pool: ThreadPoolExecutor | None = None
@@ -134,7 +136,7 @@ class Blocks:
     def _submit(self, block: bytes) -> None:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.threads, "flash-pack-gzip")
-        self.pending.append(self.pool.submit(blockgzip.member, block, self.level))
+        self.pending.append(self.pool.submit(blockgzip.member, block, self.level, self.image_only))
         while len(self.pending) > 2 * self.threads:
             self.sink.write(self.pending.popleft().result())
 
@@ -143,7 +145,7 @@ class Blocks:
         tail = bytes(self.buffer)
         self.buffer.clear()
         if self.pool is None:  # under one block: no threads
-            self.sink.write(blockgzip.member(tail, self.level))
+            self.sink.write(blockgzip.member(tail, self.level, self.image_only))
             return
         try:
             if tail:
@@ -199,11 +201,18 @@ def _copy_file(gz: Blocks, entry: Entry) -> int:
     return entry.size
 
 
-def write_segment(path: Path, entries: list[Entry], mtime: int, level: int = DEPS_LEVEL) -> int:
+def write_segment(
+    path: Path,
+    entries: list[Entry],
+    mtime: int,
+    level: int = DEPS_LEVEL,
+    *,
+    image_only: bool = False,
+) -> int:
     """Write ``entries`` as blocks of indexed gzip members to ``path`` (for the dependency
-    cache)."""
+    cache; ``image_only``: the vendored core, marked for readers that skip it)."""
     with open(path, "wb") as raw:
-        gz = Blocks(raw, level)
+        gz = Blocks(raw, level, image_only)
         length = write_entries(gz, entries, mtime)
         gz.close()
     return length

@@ -11,6 +11,13 @@ skip, as BGZF does for genomics files):
 * the member's whole length in bytes (header, deflate data and trailer), uint32 little-endian;
 * the block's uncompressed length, uint32 little-endian (also the trailer's ``ISIZE``).
 
+A member of a part of the archive that only Runpod's own images use (the worker core vendored
+for them, ``pack/core.py``) carries a second, empty subfield, ``SI1 SI2`` = ``F`` ``V``, ``LEN``
+= 0. Such parts are whole tar members cut on member boundaries, so a reader asked to
+(``skip_image_only``, as our bootstrap does: it runs the core it is installed with) leaves them
+out without decompressing them and the stream is still a valid tar; every other reader sees
+the whole archive.
+
 :func:`member` writes one such member; :class:`Reader` reads a file of them. The index is a
 hint, never trusted: each member is decompressed on its own with zlib, which checks its header,
 CRC and length, and it must end exactly where its index said. Where a file has no index (an
@@ -41,6 +48,7 @@ __all__ = ["BLOCK_SIZE", "MAX_BLOCK_SIZE", "Reader", "member"]
 BLOCK_SIZE = 1 << 20  # what the packer writes: 1 MiB of tar stream per member
 MAX_BLOCK_SIZE = 16 << 20  # what a reader accepts from an index (bounds memory per block)
 _SUBFIELD = b"FL"
+_IMAGE_ONLY = b"FV\0\0"  # SI1 SI2 and LEN 0, after the index subfield
 _FEXTRA = 0x04
 # ID1 ID2 CM FLG MTIME(0) XFL OS(255: unknown) XLEN, then SI1 SI2 LEN total usize
 _HEADER = struct.Struct("<BBBBIBBH2sHII")
@@ -65,8 +73,9 @@ def _inflater(fast: bool = True) -> tuple[Callable[[int], Any], tuple[type[BaseE
     return zlib.decompressobj, (zlib.error,)
 
 
-def member(data: bytes, level: int) -> bytes:
-    """``data`` (at most :data:`MAX_BLOCK_SIZE` bytes) as one indexed gzip member.
+def member(data: bytes, level: int, image_only: bool = False) -> bytes:
+    """``data`` (at most :data:`MAX_BLOCK_SIZE` bytes) as one indexed gzip member, marked as
+    used by Runpod's images only when ``image_only``.
 
     Deterministic: no timestamp, no name, the "unknown" OS byte, a fixed level.
     """
@@ -75,17 +84,27 @@ def member(data: bytes, level: int) -> bytes:
     deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
     body = deflate.compress(data) + deflate.flush()
     xfl = 4 if level == 1 else 2 if level == 9 else 0
-    total = _HEADER.size + len(body) + _TRAILER.size
-    header = _HEADER.pack(0x1F, 0x8B, 8, _FEXTRA, 0, xfl, 255, 12, _SUBFIELD, 8, total, len(data))
-    return header + body + _TRAILER.pack(zlib.crc32(data), len(data))
+    extra = _IMAGE_ONLY if image_only else b""
+    total = _HEADER.size + len(extra) + len(body) + _TRAILER.size
+    header = _HEADER.pack(
+        0x1F, 0x8B, 8, _FEXTRA, 0, xfl, 255, 12 + len(extra), _SUBFIELD, 8, total, len(data)
+    )
+    return header + extra + body + _TRAILER.pack(zlib.crc32(data), len(data))
 
 
-def _indexed(header: bytes, offset: int, file_size: int) -> tuple[int, int] | None:
-    """(member length, block length) from a member header that carries a sane index."""
+def _indexed(header: bytes, offset: int, file_size: int) -> tuple[int, int, bool] | None:
+    """(member length, block length, image only) from a member header that carries a sane
+    index."""
     if len(header) < _HEADER.size:
         return None
     id1, id2, cm, flg, _, _, _, xlen, si, ln, total, usize = _HEADER.unpack_from(header)
-    if (id1, id2, cm, flg, xlen, si, ln) != (0x1F, 0x8B, 8, _FEXTRA, 12, _SUBFIELD, 8):
+    if (id1, id2, cm, flg, si, ln) != (0x1F, 0x8B, 8, _FEXTRA, _SUBFIELD, 8):
+        return None
+    if xlen == 12:
+        image_only = False
+    elif xlen == 12 + len(_IMAGE_ONLY) and header[_HEADER.size :] == _IMAGE_ONLY:
+        image_only = True
+    else:
         return None
     if total < _HEADER.size + 2 + _TRAILER.size or offset + total > file_size:
         return None
@@ -93,7 +112,7 @@ def _indexed(header: bytes, offset: int, file_size: int) -> tuple[int, int] | No
         return None
     if usize > MAX_BLOCK_SIZE:
         return None
-    return total, usize
+    return total, usize, image_only
 
 
 class Reader:
@@ -103,12 +122,21 @@ class Reader:
     ``2 * workers + 2`` blocks ahead of the reader. ``sha256=True`` also hashes the compressed
     file in a thread (``hexdigest()`` once the stream is read). Raises ``zlib.error`` or
     ``EOFError`` for anything that is not a complete gzip file, as ``gzip`` would.
+    ``skip_image_only`` leaves out the members marked as used by Runpod's images only (they
+    are neither decompressed nor checked; the hash still covers them).
     """
 
-    def __init__(self, fd: int, *, workers: int | None = None, sha256: bool = False) -> None:
+    def __init__(
+        self,
+        fd: int,
+        *,
+        workers: int | None = None,
+        sha256: bool = False,
+        skip_image_only: bool = False,
+    ) -> None:
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        self._blocks, self._tail = self._scan()
+        self._blocks, self._tail = self._scan(skip_image_only)
         # A small file (the template's) inflates in microseconds: zlib, no isal import.
         self._decompressobj, self._errors = _inflater(fast=self._size >= _CHUNK)
         parallel = len(self._blocks) >= _MIN_PARALLEL
@@ -160,7 +188,8 @@ class Reader:
 
     @property
     def members(self) -> int:
-        """Indexed members found (0: the file is read as plain gzip)."""
+        """Indexed members to read, skipped ones left out (0: the file is read as plain
+        gzip)."""
         return len(self._blocks)
 
     def close(self) -> None:
@@ -176,17 +205,21 @@ class Reader:
 
     # -- inside -------------------------------------------------------------------------
 
-    def _scan(self) -> tuple[list[tuple[int, int, int]], int]:
-        """The indexed members from the start (offset, length, block length), and where the
-        part without an index starts (the file's size when every member has one)."""
+    def _scan(self, skip_image_only: bool) -> tuple[list[tuple[int, int, int]], int]:
+        """The indexed members from the start (offset, length, block length) but those skipped,
+        and where the part without an index starts (the file's size when every member has
+        one)."""
         blocks: list[tuple[int, int, int]] = []
         offset = 0
         while offset < self._size:
-            found = _indexed(os.pread(self._fd, _HEADER.size, offset), offset, self._size)
+            header = os.pread(self._fd, _HEADER.size + len(_IMAGE_ONLY), offset)
+            found = _indexed(header, offset, self._size)
             if found is None:
                 break
-            blocks.append((offset, *found))
-            offset += found[0]
+            length, usize, image_only = found
+            if not (image_only and skip_image_only):
+                blocks.append((offset, length, usize))
+            offset += length
         return blocks, offset
 
     def _block(self, offset: int, length: int, usize: int) -> bytes:

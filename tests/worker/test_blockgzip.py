@@ -270,3 +270,56 @@ def test_tar_formats_of_other_tools_extract_as_tarfile_reads_them(tmp_path: Path
     assert listing(ours) == listing(theirs)
     assert (ours / MARKER_NAME).is_file()
     shutil.rmtree(theirs)
+
+
+def test_a_part_marked_for_runpods_images_only_is_skipped_by_our_worker_alone(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
+    """The vendored core's members (pack/core.py) carry the image-only mark: every reader sees
+    one archive with the core in it, our extractor leaves the core out without inflating it."""
+    src = tmp_path / "core-src"
+    core = {".flash-worker/core.zip": noise(int(1.5 * BLOCK), 7), ".flash-worker/x.py": b"x=1\n"}
+    entries = []
+    for name, data in core.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+        entries.append(tarball.Entry(name, path=src / name, size=len(data)))
+    segment = tmp_path / "core.tar.gz"
+    length = tarball.write_segment(
+        segment, tarball.with_directories(entries), 1_700_000_000, image_only=True
+    )
+    project = {"app.py": b"print('hi')\n", "pkg/data.bin": files["pkg/data/large.bin"]}
+    project_entries = []
+    for name, data in project.items():
+        (tmp_path / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "p" / name).write_bytes(data)
+        project_entries.append(tarball.Entry(name, path=tmp_path / "p" / name, size=len(data)))
+    artifact = tarball.write_artifact(
+        tmp_path / "artifact.tar.gz",
+        tarball.with_directories(project_entries),
+        mtime=1_700_000_000,
+        segments=[(segment, length)],
+    ).path
+
+    plain = gzip.decompress(artifact.read_bytes())
+    everything = set(core) | set(project)
+    with tarfile.open(artifact) as tf:
+        assert {m.name for m in tf.getmembers() if m.isfile()} == everything
+    listed = subprocess.run(["tar", "tzf", str(artifact)], capture_output=True, text=True)
+    assert {n for n in listed.stdout.splitlines() if not n.endswith("/")} == everything
+
+    assert read_all(artifact) == plain
+    fd = os.open(artifact, os.O_RDONLY)
+    with blockgzip.Reader(fd, sha256=True, skip_image_only=True) as reader:
+        assert reader.members == -(-(len(plain) - length) // BLOCK)
+        assert b"".join(reader.chunks()) == plain[length:]  # the core's bytes, and only those
+        assert reader.hexdigest() == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    os.close(fd)
+
+    target = tmp_path / "app"
+    assert ensure_extracted(artifact, target)
+    assert not (target / ".flash-worker").exists()
+    extracted = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+    assert {n for n in extracted if not n.startswith(".flash-artifact")} == set(project)
+    assert MARKER_NAME in extracted
+    assert (target / "pkg/data.bin").read_bytes() == project["pkg/data.bin"]
