@@ -73,6 +73,13 @@ def test_workers_see_only_their_image(cli: FlashCLI, tmp_path: Path, target: str
     torch = error_text(run_sync(cli, key, endpoints["tensors"]["id"], {}))
     assert "torch is preinstalled in the worker image" in torch, torch
 
+    # Load-balanced too (on the official image, served by the image's uvicorn behind the
+    # platform's keyed wrapper): the worker's interpreter is the image environment's.
+    status, body = request("GET", f"{endpoints['where']['url']}/prefix", key)
+    assert status == 200, body
+    image_kind = "official-cpu" if target == "official" else "flash-cpu"
+    assert f"/{image_kind}-py3." in body["prefix"], body
+
     # The second deploy reuses the environments: nothing is made again.
     again = json.loads(cli("deploy", "--json", "--env", "second", *args, cwd=project))
     assert not any("made the" in n for ep in again["endpoints"] for n in ep["notices"]), again

@@ -1,7 +1,9 @@
 """The local platform's wrapper around the image's load-balanced entry (not part of the image):
 the worker's port answers only requests carrying its key (``FLASH_WORKER_KEY``, sent by the
 platform's balancer as ``X-Flash-Worker-Key``), as flash_runtime's own workers do. The header
-is taken off before the app sees the request. Run as ``uvicorn platform_lb:app``."""
+is left on: our worker, which the image's uvicorn serves in this process (worker/handover.py),
+checks it again and takes it off before user code sees the request. Run as ``uvicorn
+platform_lb:app``."""
 
 from __future__ import annotations
 
@@ -30,5 +32,4 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             )
             await send({"type": "http.response.body", "body": REFUSED})
             return
-        scope = {**scope, "headers": [(n, v) for n, v in headers if n != HEADER]}
     await image_app(scope, receive, send)

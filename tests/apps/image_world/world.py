@@ -24,3 +24,13 @@ def tensors() -> str:
     import torch  # on the GPU image, and not installable here
 
     return f"{torch.__version__} {os.environ.get('CUDA_VISIBLE_DEVICES')}"
+
+
+where = Endpoint(name="where", cpu="cpu3c-1-2")
+
+
+@where.get("/prefix")
+def prefix() -> dict:
+    import sys
+
+    return {"prefix": sys.prefix}  # a load-balanced worker runs in the image's world too
