@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -93,7 +94,10 @@ class Proc:
             )
 
     def stop(self, timeout: float = 15) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds (at once when it is 0)."""
+        """SIGTERM, then SIGKILL after ``timeout`` seconds (at once when it is 0); then SIGKILL
+        to whatever is left of its process group (the official ``runpod`` loop pings from a
+        child process of its own, which would outlive a killed parent and run on through the
+        next measurements)."""
         if self.popen.poll() is None and timeout <= 0:
             self.popen.kill()
             self.popen.wait()
@@ -104,6 +108,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
 
 
 def spawn(
@@ -126,6 +132,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, for Proc.stop
         )
     return Proc(name, popen, log_path, started, port)
 
