@@ -302,13 +302,6 @@ class LBWorker:
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does); safe from any thread."""
         self._stopping = True
-        if self._in_image:  # only a failed load stops a worker in an image's server
-            import os
-
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
         if self._server is not None:
             self._server.should_exit = True
 
@@ -335,6 +328,13 @@ class LBWorker:
                     err,
                     exc_info=err,
                 )
+            if self._in_image:  # the image's server is not ours to stop: end the process
+                import os
+
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             self.stop()
             return
         self.app.router = router
