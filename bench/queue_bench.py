@@ -161,7 +161,10 @@ def steady_rate(done_at: list[float], slots: int) -> float:
     would credit it with a whole free batch. For a loop that never pauses both agree.
     """
     times = sorted(done_at)
-    s = max(1, min(slots, len(times) - 1))
+    if len(times) <= slots:
+        # one step only: nothing after the first batch to time
+        raise ValueError(f"{len(times)} jobs on {slots} slots: a steady rate needs more jobs")
+    s = max(1, slots)
     return (len(times) - s) / (times[-1] - times[s - 1])
 
 
