@@ -602,6 +602,7 @@ async def _wait_ready(
             del pending[name]
     deadline = time.monotonic() + wait_s
     failures: list[str] = []
+    last: dict[str, dict[str, Any]] = {}  # each endpoint's last /health
     label = f"Workers of {len(pending)} endpoint(s) ready"
     with progress.step(label):
         while pending:
@@ -615,6 +616,7 @@ async def _wait_ready(
                     progress.note(f"{name}: not checked ({err})")
                     del pending[name]
                     continue
+                last[name] = health
                 if name not in notices and health.get("notices"):
                     notices[name] = [str(n) for n in health["notices"]]
                     for notice in notices[name]:
@@ -629,7 +631,7 @@ async def _wait_ready(
                 break
             if time.monotonic() > deadline:
                 failures += [
-                    f"{name} ({endpoint_id}): no worker was ready after {wait_s:g}s"
+                    _not_ready_report(name, endpoint_id, wait_s, last.get(name, {}))
                     for name, endpoint_id in pending.items()
                 ]
                 break
@@ -652,6 +654,25 @@ def _settled(health: dict[str, Any]) -> bool:
     if "booting" in health:
         return not health["booting"]
     return bool(workers.get("ready"))
+
+
+def _not_ready_report(name: str, endpoint_id: str, wait_s: float, health: dict[str, Any]) -> str:
+    """Why an endpoint is still not ready when the wait ends: what the local platform says of
+    its workers still starting (how long, the last answer of their ``/ping``, their log)."""
+    lines = [f"{name} ({endpoint_id}): no worker was ready after {wait_s:g}s"]
+    for worker in health.get("startingWorkers") or []:
+        line = f"  worker {worker.get('id')}: starting for {worker.get('startedSecondsAgo')}s"
+        ping = worker.get("lastPing")
+        if ping == "204":
+            line += "; its /ping last answered 204 (still loading its code)"
+        elif ping:
+            line += f"; its /ping last answered {ping}"
+        else:
+            line += "; no /ping answer and no job asked for yet"
+        if worker.get("log"):
+            line += f"; log: {worker['log']}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _crash_report(name: str, endpoint_id: str, error: dict[str, Any]) -> str:

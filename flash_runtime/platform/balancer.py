@@ -161,8 +161,11 @@ class Balancer:
                     async with session.get(url, headers=keyed, timeout=timeout) as resp:
                         await resp.read()
                         healthy = resp.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                        worker.last_ping = str(resp.status)
+                except TimeoutError:
+                    worker.last_ping = f"no answer in {PING_TIMEOUT_S:g}s"
+                except aiohttp.ClientError as err:
+                    worker.last_ping = f"no answer ({type(err).__name__})"
                 if healthy != worker.healthy:
                     worker.healthy = healthy
                     self.ep.notify()

@@ -4,6 +4,7 @@ and the whole picture ``flash platform status`` prints. Read-only views of the r
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Protocol
 
 from ..protocol.local import PlatformConfig
@@ -56,6 +57,19 @@ def health(ep: EndpointState, jobs: JobStore) -> dict[str, Any]:
         body["lastError"] = ep.last_error
     if ep.notices:  # LOCAL: what its last deploy should tell the user (backends.py, gpus.py)
         body["notices"] = list(ep.notices)
+    # LOCAL: the workers still starting, for a deploy that gives up waiting to say why.
+    starting = [w for w in ep.workers.values() if w.alive and w.state is WorkerState.STARTING]
+    if starting:
+        now = time.monotonic()
+        body["startingWorkers"] = [
+            {
+                "id": w.id,
+                "startedSecondsAgo": round(now - w.started_at, 1),
+                "lastPing": w.last_ping,
+                "log": str(w.log_path) if w.log_path else None,
+            }
+            for w in starting
+        ]
     # LOCAL: whether workers of the endpoint's current template are still to come (a roll, a
     # boot check, the minimum not reached yet): a deploy waits for this to clear.
     spec = ep.spec

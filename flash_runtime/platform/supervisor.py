@@ -73,6 +73,7 @@ class Worker:
     last_active: float = field(default_factory=time.monotonic)  # last time it had work
     in_flight: int = 0  # load-balanced requests being proxied to it
     healthy: bool = False  # load-balanced: its last /ping answered 200
+    last_ping: str | None = None  # load-balanced: its last /ping's answer, in words
     exit_code: int | None = None
     drain_deadline: float | None = None
     # Its own credential (RUNPOD_AI_API_KEY, FLASH_WORKER_KEY): good for this worker id on this

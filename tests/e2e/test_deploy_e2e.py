@@ -223,6 +223,21 @@ def test_a_worker_that_crashes_at_start_fails_the_deploy(
     assert platform.flash("deploy", "--no-wait", cwd=broken).returncode == 0
 
 
+def test_a_worker_never_ready_fails_the_deploy_with_what_its_ping_answers(
+    platform: Platform, tmp_path: Path
+) -> None:
+    hung = tmp_path / "hung"
+    shutil.copytree(APPS / "lb_never_ready", hung)
+    done = platform.flash("deploy", "--wait-timeout", "3", cwd=hung)
+    assert done.returncode == 1, done.stdout
+    assert "lb_never_ready (" in done.stderr and "no worker was ready after 3s" in done.stderr
+    # the worker still starting, named with how long, its /ping's last answer and its log
+    assert "its /ping last answered 204 (still loading its code)" in done.stderr, done.stderr
+    log = done.stderr.split("; log: ", 1)[1].split()[0]
+    assert Path(log).is_file()
+    assert "Deployment Complete" not in done.stdout
+
+
 def test_deploy_without_a_running_platform_starts_it_and_errors_are_actionable(
     platform: Platform, tmp_path: Path
 ) -> None:
