@@ -21,7 +21,8 @@ with a note, when they are missing):
 
 Each run measures process start to the first 200 from ``POST /process`` (``lb_worker``) or to
 the job server receiving the first job's result (``cpu_worker``, the job queued first). A first
-round is discarded (it fills the bytecode caches). Prints medians [min-max] and writes
+round is discarded (it fills the bytecode caches). Every start follows an ``os.sync()``, and
+the order of the paths turns each round. Prints medians [min-max] and writes
 ``bench/results/image_paths.json``.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -216,12 +218,19 @@ def measure(
     with JobServerProc(logs, hold=1.0) as jobs:
         for round_ in range(0 if warm_up else 1, runs + 1):
             log(f"image paths: {'warm-up' if round_ == 0 else f'round {round_}/{runs}'}")
-            for kind in kinds:
+            # Each start begins with no dirty pages of the one before (the reference's start
+            # writes its 47 MB artifact out, docker's vfs driver copies an image per container:
+            # their writeback fell on whichever start came next, ours, every round), and the
+            # order turns each round, so no path always follows the same one.
+            shift = round_ % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
+                os.sync()
                 proc = lb(kind)
                 try:
                     lb_time = wait_first_200(proc) - proc.started
                 finally:
                     proc.stop(timeout=0)
+                os.sync()
                 qb_time = qb(kind, jobs)
                 if round_:
                     times[f"{kind}-lb"].append(lb_time)
