@@ -6,7 +6,8 @@ Lifecycle, as the platform sees it:
    so the load balancer's health check is answered from the first moment:
    ``GET /ping`` → 204 while loading, every other request → 503 ``{"error": "Initialising"}``.
 2. ``prepare()`` (extract the artifact, import user code) runs in a thread while the event loop
-   keeps answering. uvicorn serves with uvloop and httptools when they are installed.
+   keeps answering. uvicorn serves with uvloop and httptools when they are installed (each
+   response's head written with its body, :mod:`._http`).
 3. Ready: ``GET /ping`` → 200 ``{"status": "healthy"}`` and the routes are served (see
    :mod:`.router`). ``PORT_HEALTH`` only ever answers ``/ping``.
 4. SIGTERM (or SIGINT): stop accepting connections, finish the requests in flight (streams
@@ -232,7 +233,7 @@ class LBWorker:
             lifespan="off",
             ws="none",
             loop="auto",
-            http="auto",
+            http=_http_protocol(),
             log_config=None,
             log_level="debug" if config.log_level == "DEBUG" else "warning",
             access_log=self.access_log,
@@ -358,6 +359,16 @@ class LBWorker:
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol writing a response's head with its body (:mod:`._http`), or
+    uvicorn's own choice when httptools is not installed."""
+    try:
+        from ._http import HeadWithBodyProtocol
+    except ImportError:
+        return "auto"
+    return HeadWithBodyProtocol
 
 
 def _server_class(worker: LBWorker) -> type[uvicorn.Server]:

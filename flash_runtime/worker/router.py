@@ -20,7 +20,9 @@ A request goes: route lookup → arguments → call → response.
 * **Response**: see :mod:`.lb_responses`. Errors are JSON: 400 (a body that is not JSON, or too
   deep to read), 422 (invalid arguments, naming the field), 500 (the user's exception: type,
   message, request id; traceback logged), 404, 405, 413 (body over the limit). Every response carries ``X-Request-ID`` (the client's, or a fresh
-  uuid4 hex).
+  random 128-bit id in 32 hex digits, from a generator of the router's own seeded from the
+  system's randomness: ``uuid4`` would ask the kernel for 16 bytes on every request, and a
+  user's ``random.seed`` cannot make two workers' ids repeat).
 
 Why not ``Starlette(routes=[...])``: its per-request middleware stack (ServerErrorMiddleware,
 ExceptionMiddleware) and linear route scan cost more than everything else this router does per
@@ -33,8 +35,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import random
 import typing
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from re import Pattern
@@ -59,6 +62,9 @@ log = logging.getLogger("flash_runtime.worker.lb")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 HEALTHY = {"status": "healthy"}
+# Fresh request ids (module docstring); reseeded in a forked child, which would repeat them.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
 
 _SEQUENCE_TYPES = (
     msgspec.inspect.ListType,
@@ -454,7 +460,7 @@ def read_headers(scope: Scope) -> tuple[str, bytes | None, bytes]:
         elif name == b"accept":
             accept = value
     if request_id is None or not 0 < len(request_id) <= 200:
-        return uuid.uuid4().hex, content_length, accept
+        return f"{_ids.getrandbits(128):032x}", content_length, accept
     return request_id.decode("latin-1"), content_length, accept
 
 

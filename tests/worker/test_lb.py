@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse
 from flash_runtime.errors import FlashError
 from flash_runtime.manifest import FunctionEntry, Manifest, Resource
 from flash_runtime.testing.net import free_port
+from flash_runtime.worker._http import HeadWithBodyProtocol
 from flash_runtime.worker.arguments import ArgSpec
 from flash_runtime.worker.config import WorkerConfig
 from flash_runtime.worker.lb import LBWorker, max_body_bytes
@@ -201,7 +202,10 @@ ROUTES: dict[str, Callable[..., Any]] = {
 
 
 def _serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
+        http=HeadWithBodyProtocol,  # the worker's own (worker/_http.py)
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
