@@ -668,7 +668,7 @@ def _not_ready_report(name: str, endpoint_id: str, wait_s: float, health: dict[s
         elif ping:
             line += f"; its /ping last answered {ping}"
         else:
-            line += "; no /ping answer and no job asked for yet"
+            line += "; it has neither answered a /ping nor asked for a job yet"
         if worker.get("log"):
             line += f"; log: {worker['log']}"
         lines.append(line)
