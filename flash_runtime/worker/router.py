@@ -20,9 +20,8 @@ A request goes: route lookup → arguments → call → response.
 * **Response**: see :mod:`.lb_responses`. Errors are JSON: 400 (a body that is not JSON, or too
   deep to read), 422 (invalid arguments, naming the field), 500 (the user's exception: type,
   message, request id; traceback logged), 404, 405, 413 (body over the limit). Every response carries ``X-Request-ID`` (the client's, or a fresh
-  random 128-bit id in 32 hex digits, from a generator of the router's own seeded from the
-  system's randomness: ``uuid4`` would ask the kernel for 16 bytes on every request, and a
-  user's ``random.seed`` cannot make two workers' ids repeat).
+  one of 32 hex digits: 64 random bits drawn once per process, then a counter; ``uuid4`` would
+  ask the kernel for 16 random bytes on every request).
 
 Why not ``Starlette(routes=[...])``: its per-request middleware stack (ServerErrorMiddleware,
 ExceptionMiddleware) and linear route scan cost more than everything else this router does per
@@ -34,9 +33,9 @@ dispatch reduced to a dict lookup, which is what a worker serving one hot route 
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
-import random
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
@@ -62,9 +61,17 @@ log = logging.getLogger("flash_runtime.worker.lb")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 HEALTHY = {"status": "healthy"}
-# Fresh request ids (module docstring); reseeded in a forked child, which would repeat them.
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)
+
+
+def _new_ids() -> None:
+    """A new process-wide prefix and counter for fresh request ids (module docstring)."""
+    global _id_prefix, _id_count
+    _id_prefix, _id_count = os.urandom(8).hex(), itertools.count()
+
+
+_id_prefix, _id_count = "", itertools.count()
+_new_ids()
+os.register_at_fork(after_in_child=_new_ids)  # a forked child would repeat its parent's ids
 
 _SEQUENCE_TYPES = (
     msgspec.inspect.ListType,
@@ -460,7 +467,7 @@ def read_headers(scope: Scope) -> tuple[str, bytes | None, bytes]:
         elif name == b"accept":
             accept = value
     if request_id is None or not 0 < len(request_id) <= 200:
-        return f"{_ids.getrandbits(128):032x}", content_length, accept
+        return f"{_id_prefix}{next(_id_count):016x}", content_length, accept
     return request_id.decode("latin-1"), content_length, accept
 
 

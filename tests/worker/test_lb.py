@@ -247,8 +247,12 @@ async def test_json_body_arguments_and_request_id(http: aiohttp.ClientSession) -
         assert await _json(r) == {"sum": 3}
     async with http.post("/add_sync", json={"a": 1, "b": 2, "ignored": True}) as r:
         assert r.status == 200
-        assert len(r.headers["X-Request-ID"]) == 32
+        fresh = r.headers["X-Request-ID"]
         assert await _json(r) == 3
+    async with http.post("/add", json={"a": 1, "b": 2}) as r:
+        again = r.headers["X-Request-ID"]
+    assert len(fresh) == len(again) == 32 and fresh != again
+    assert int(fresh, 16) >= 0 and int(again, 16) >= 0  # hex digits
 
 
 async def test_a_body_that_is_not_json_is_400(http: aiohttp.ClientSession) -> None:
