@@ -13,6 +13,10 @@ Everything else is uvicorn's: the cycle class is uvicorn's ``RequestResponseCycl
 and catches what it writes by giving it, for that one call, a transport that keeps the bytes.
 uvicorn's ``send`` awaits only to wait for a paused transport to drain; the wrapper waits for
 that first, so the call it wraps runs without yielding and nothing else sees the stand-in.
+This leans on that cycle's attributes (``transport``, ``flow``, ``disconnected``,
+``response_started``, ``chunked_encoding``), stable across uvicorn's releases but not its
+public API: ``tests/worker/test_http_protocol.py`` checks it against the uvicorn installed, and
+the worker falls back to uvicorn's own protocol when this module cannot be imported.
 """
 
 from __future__ import annotations
