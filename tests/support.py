@@ -110,6 +110,26 @@ class ControlPlaneServer:
 
 
 @contextmanager
+def serve_asgi(app: Any, port: int | None = None, **config: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on loopback (a free port unless ``port``; no
+    lifespan; ``config``: more of uvicorn's settings) until the block ends; yields its URL."""
+    port = port or free_port()
+    options: dict[str, Any] = {"lifespan": "off", "log_level": "warning", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
 def serve_control_plane(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ControlPlaneServer]:
@@ -121,20 +141,11 @@ def serve_control_plane(
     runtime = RecordingRuntime(config.url)
     db = connect(config.db_path)
     app = Starlette(routes=controlplane.routes(db, runtime, config))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    assert config.host == "127.0.0.1"
     try:
-        yield ControlPlaneServer(config, runtime, local_target())
+        with serve_asgi(app, config.port):
+            yield ControlPlaneServer(config, runtime, local_target())
     finally:
-        server.should_exit = True
-        thread.join(10)
         db.close()
 
 

@@ -12,18 +12,16 @@ import asyncio
 import json
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
+from support import serve_asgi
 
 from flash_runtime import appmanifest
 from flash_runtime.errors import FlashError, ManifestError
-from flash_runtime.testing.net import free_port
 from flash_runtime.worker import apps
 from flash_runtime.worker.handler import Handler
 from flash_runtime.worker.router import Router
@@ -232,19 +230,6 @@ def test_manifests_that_are_not_2_0_apps_are_refused_with_what_is_wrong() -> Non
         appmanifest.from_builtins({"resources": [_resource("sandbox", "a", "f")]})
 
 
-def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(250):
-        if server.started:
-            break
-        threading.Event().wait(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 async def _get(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
@@ -262,8 +247,7 @@ def test_api_class_routes_take_the_whole_body_or_nothing(tmp_path: Path) -> None
     ]
     root = _app_dir(tmp_path, [_resource("api", "calc", "calc", routes=routes)])
     loaded = _load(root, "calc")
-    url, server, thread = _serve(Router.for_resource(loaded))
-    try:
+    with serve_asgi(Router.for_resource(loaded)) as url:
         assert asyncio.run(_get(f"{url}/add", "POST", b'{"x": 5}')) == (200, '{"sum":15}')
         assert asyncio.run(_get(f"{url}/base?x=1")) == (200, '{"base":10}')
         assert asyncio.run(_get(f"{url}/base", "POST", b"")) == (200, '{"base":10}')
@@ -271,9 +255,6 @@ def test_api_class_routes_take_the_whole_body_or_nothing(tmp_path: Path) -> None
         assert status == 400 and json.loads(body)["error"] == "MalformedBody"
         status, body = asyncio.run(_get(f"{url}/chunks", "POST", b'{"n": 3}'))
         assert status == 200 and body.split() == ["0", "1", "2"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_an_asgi_factory_app_gets_its_lifespan_and_our_ping(tmp_path: Path) -> None:
@@ -290,17 +271,13 @@ def test_an_asgi_factory_app_gets_its_lifespan_and_our_ping(tmp_path: Path) -> N
     assert isinstance(front, apps.AppFront) and site.startup is not None
 
     async def check() -> None:
-        url, server, thread = _serve(front)
-        try:
+        with serve_asgi(front) as url:
             await site.startup()
             assert await _get(f"{url}/hello") == (200, "/hello hi")
             status, body = await _get(f"{url}/ping")
             assert status == 200 and json.loads(body) == {"status": "healthy"}
             assert site.shutdown is not None
             await site.shutdown()
-        finally:
-            server.should_exit = True
-            thread.join(10)
 
     asyncio.run(check())
     plain = _load(root, "plain")

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
+from support import serve_asgi
 
-from flash_runtime.testing.net import free_port
 from flash_runtime.worker._http import HeadWithBodyProtocol
 
 GO = threading.Event()  # set by a test: the app may send the body it holds back
@@ -41,21 +40,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-        http=HeadWithBodyProtocol,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(250):
-        if server.started:
-            break
-        threading.Event().wait(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with serve_asgi(app, http=HeadWithBodyProtocol) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @pytest.fixture

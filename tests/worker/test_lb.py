@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-import uvicorn
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+from support import serve_asgi
 
 from flash_runtime.errors import FlashError
 from flash_runtime.manifest import FunctionEntry, Manifest, Resource
@@ -201,29 +201,11 @@ ROUTES: dict[str, Callable[..., Any]] = {
 }
 
 
-def _serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-        http=HeadWithBodyProtocol,  # the worker's own (worker/_http.py)
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    return server, thread
-
-
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    port = free_port()
-    server, thread = _serve_in_thread(Router.from_functions(ROUTES, max_body_bytes=MAX_BODY), port)
-    deadline = threading.Event()
-    for _ in range(200):
-        if server.started:
-            break
-        deadline.wait(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    router = Router.from_functions(ROUTES, max_body_bytes=MAX_BODY)
+    with serve_asgi(router, http=HeadWithBodyProtocol) as url:  # the worker's own protocol
+        yield url
 
 
 @pytest.fixture
